@@ -1,0 +1,365 @@
+"""Command line: verbs, exit codes, error text + hint. The only place that turns exceptions into
+exit codes; heavy modules are imported inside the verbs that need them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cove import __version__
+from cove.errors import EXIT_FAILED, EXIT_RUN_FAILED, CoveError, NotFound, NotRunning, UsageError
+
+if TYPE_CHECKING:
+    from cove.model import Config, Container
+    from cove.render import HostFacts, Render
+
+JSON_VERSION = 1
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from cove.config import config_path, load_config
+
+            self._config = load_config(config_path(self.args.config, os.environ))
+        return self._config
+
+    def container(self, name: str) -> Container:
+        try:
+            return self.config.containers[name]
+        except KeyError:
+            raise NotFound(
+                f"no container {name!r} in {self.config.path}",
+                hint="`cove list` shows the declared containers",
+            ) from None
+
+    def facts(self) -> HostFacts:
+        from cove.host import probe
+
+        return probe(self.config.host)
+
+    def render(self, name: str) -> Render:
+        from cove.render import render
+
+        return render(self.container(name), self.facts())
+
+    def direct_facts(self) -> HostFacts:
+        """Facts for verbs that act on the host; only the direct backend runs here so far."""
+        from cove.model import Backend
+
+        facts = self.facts()
+        if facts.backend is not Backend.DIRECT:
+            raise CoveError(
+                "not supported yet: backend systemd (cove@NAME.service units are rendered "
+                "but not yet installed)",
+                hint='set backend = "direct" in the [host] table of ' + self.config.path,
+            )
+        return facts
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    print(json.dumps({"version": JSON_VERSION, **data}, indent=2, sort_keys=True))
+
+
+# -- verbs -----------------------------------------------------------------------------------
+def cmd_render(ctx: Context) -> int:
+    from cove.render import render_text
+
+    names = ctx.args.names or sorted(ctx.config.containers)
+    for i, name in enumerate(names):
+        if i:
+            print()
+        sys.stdout.write(render_text(ctx.render(name)))
+    return 0
+
+
+def cmd_start(ctx: Context) -> int:
+    from cove import direct
+
+    facts = ctx.direct_facts()
+    renders = [ctx.render(n) for n in ctx.args.names]
+    for r in renders:
+        started, leader = direct.start(r, facts)
+        name = r.container.name
+        if started:
+            print(f"{name}: started (leader PID {leader})")
+        else:
+            print(f"{name}: already running (leader PID {leader})")
+    return 0
+
+
+def _stop(ctx: Context, terminate: bool) -> int:
+    from cove import direct
+
+    facts = ctx.direct_facts()
+    for name in ctx.args.names:
+        timeout = ctx.container(name).timeout_stop_sec
+        stopped = direct.stop(facts, name, timeout, terminate=terminate)
+        print(f"{name}: {'stopped' if stopped else 'not running'}")
+    return 0
+
+
+def cmd_stop(ctx: Context) -> int:
+    return _stop(ctx, terminate=False)
+
+
+def cmd_terminate(ctx: Context) -> int:
+    return _stop(ctx, terminate=True)
+
+
+def cmd_restart(ctx: Context) -> int:
+    from cove import direct
+
+    facts = ctx.direct_facts()
+    for name in ctx.args.names:
+        r = ctx.render(name)
+        direct.check_start(r)
+        direct.stop(facts, name, r.container.timeout_stop_sec)
+        _, leader = direct.start(r, facts)
+        print(f"{name}: restarted (leader PID {leader})")
+    return 0
+
+
+def _describe(ctx: Context, name: str) -> dict[str, Any]:
+    import time
+
+    from cove import direct
+
+    c = ctx.container(name)
+    observed = direct.observe(ctx.facts(), name)
+    started = observed.status.get("started_at")
+    up = observed.state == "up" and isinstance(started, (int, float))
+    return {
+        "name": name,
+        "state": observed.state,
+        "leader": observed.leader,
+        "image": c.image,
+        "boot": c.boot,
+        "root": "ephemeral" if c.ephemeral else "persistent",
+        "uptime": round(time.time() - started, 3) if up and started else None,
+    }
+
+
+def cmd_status(ctx: Context) -> int:
+    name = ctx.args.name
+    if name not in ctx.config.containers:
+        if ctx.args.json:
+            _print_json({"name": name, "state": "gone"})
+        else:
+            print("gone")
+        return 3
+    info = _describe(ctx, name)
+    if ctx.args.json:
+        _print_json(info)
+    else:
+        print(info["state"])
+        if info["state"] == "orphaned":
+            print(
+                f"cove: {name}'s supervisor died; `cove stop {name}` cleans it up", file=sys.stderr
+            )
+    return 0
+
+
+def cmd_list(ctx: Context) -> int:
+    rows = [_describe(ctx, name) for name in sorted(ctx.config.containers)]
+    if ctx.args.json:
+        _print_json({"containers": rows})
+        return 0
+    if not rows:
+        print(f"no containers declared in {ctx.config.path}", file=sys.stderr)
+        return 0
+    header = ("NAME", "STATE", "ROOT", "BOOT", "IMAGE")
+    table = [header] + [
+        (r["name"], r["state"], r["root"], "yes" if r["boot"] else "no", r["image"]) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("".join(cell.ljust(w + 2) for cell, w in zip(row, widths, strict=False)) + row[-1])
+    return 0
+
+
+def _guest_env(c: Container, extra: dict[str, str]) -> dict[str, str]:
+    from cove.proc import DEFAULT_PATH
+
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "cove"}
+    term = os.environ.get("TERM")
+    if term:
+        env["TERM"] = term
+    env.update(c.environment)
+    env.update(extra)
+    return env
+
+
+def cmd_run(ctx: Context) -> int:
+    from cove import direct
+
+    command = list(ctx.args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("cove run NAME -- COMMAND [ARG…]: no command given")
+    c = ctx.container(ctx.args.name)
+    direct.exec_in(ctx.direct_facts(), c.name, command, _guest_env(c, {}))
+    return EXIT_FAILED  # not reached: exec_in replaces this process
+
+
+def cmd_root_login(ctx: Context) -> int:
+    from cove import direct
+
+    if os.geteuid() != 0:
+        raise NotRunning("root-login gives a root shell in the container: run it as root")
+    c = ctx.container(ctx.args.name)
+    facts = ctx.direct_facts()
+    observed = direct.require_up(facts, c.name)
+    assert observed.leader is not None
+    shell = direct.root_shell(observed.leader)
+    env = _guest_env(c, {"USER": "root", "LOGNAME": "root", "SHELL": shell})
+    direct.exec_in(facts, c.name, [shell, "-l"], env)
+    return EXIT_FAILED
+
+
+def cmd_options(ctx: Context) -> int:
+    from cove.settings import CONTAINER_SETTINGS
+
+    if ctx.args.json:
+        _print_json(
+            {
+                "options": [
+                    {
+                        "key": s.key,
+                        "type": s.type,
+                        "default": s.default_text,
+                        "description": s.doc,
+                        "nixos": s.nixos,
+                    }
+                    for s in CONTAINER_SETTINGS
+                ]
+            }
+        )
+        return 0
+    for s in CONTAINER_SETTINGS:
+        print(f"{s.key} ({s.type}, default {s.default_text})\n    {s.doc}")
+    return 0
+
+
+def cmd_exec(ctx: Context) -> int:
+    """Internal: the systemd unit's ExecStart: assemble the root, then exec nspawn."""
+    from cove import rootfs
+    from cove.render import RootLayout
+
+    a = ctx.args
+    layout = RootLayout(
+        a.root, tuple(a.lower), a.upper, a.work, a.scratch, a.scratch_size, a.host_usr, a.base
+    )
+    argv = list(a.argv[1:] if a.argv[:1] == ["--"] else a.argv)
+    rootfs.assemble(layout)
+    os.execv(argv[0], argv)
+    return EXIT_FAILED
+
+
+def cmd_hook(ctx: Context) -> int:
+    """Internal: the systemd unit's pre-start and post-stop steps."""
+    from cove import rootfs
+    from cove.runtimedir import RuntimeDir, remove_tree
+
+    if ctx.args.step == "pre-start":
+        r = ctx.render(ctx.args.name)
+        from cove import direct
+
+        direct.check_start(r)
+        rootfs.prepare(r.layout, ctx.args.name)
+    else:
+        remove_tree(RuntimeDir(ctx.config.host, ctx.args.name).path)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+Verb = Callable[[Context], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cove", description="Declarative system containers on systemd-nspawn."
+    )
+    parser.add_argument("--version", action="version", version=f"cove {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $COVE_CONFIG, else /etc/cove/cove.toml)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log every command cove runs")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, func: Verb, help: str | None, **kw: Any) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help, **kw)
+        sub.set_defaults(func=func)
+        return sub
+
+    def json_flag(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="print JSON")
+
+    p = verb("render", cmd_render, "print the unit file and nspawn argv, touching nothing")
+    p.add_argument("names", nargs="*", metavar="NAME", help="containers (default: all)")
+    for name, func, text in (
+        ("start", cmd_start, "start containers and wait until they are ready"),
+        ("stop", cmd_stop, "stop containers cleanly (killed after timeout-stop-sec)"),
+        ("restart", cmd_restart, "stop, then start containers"),
+        ("terminate", cmd_terminate, "kill containers at once"),
+    ):
+        verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
+    p = verb("status", cmd_status, "print up, down, orphaned or gone")
+    p.add_argument("name", metavar="NAME")
+    json_flag(p)
+    json_flag(verb("list", cmd_list, "list declared containers and their state"))
+    p = verb(
+        "run",
+        cmd_run,
+        "run a command in a running container",
+        usage="cove run NAME -- COMMAND [ARG...]",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p = verb("root-login", cmd_root_login, "open a root shell in a running container")
+    p.add_argument("name", metavar="NAME")
+    json_flag(verb("options", cmd_options, "list every container key with type and default"))
+    p = verb("__exec", cmd_exec, None)
+    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--base"):
+        p.add_argument(flag)
+    p.add_argument("--lower", action="append", default=[])
+    p.add_argument("--host-usr", action="store_true")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p = verb("__hook", cmd_hook, None)
+    p.add_argument("step", choices=["pre-start", "post-stop"])
+    p.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    ctx = Context(args)
+    try:
+        code: int = args.func(ctx)
+        return code
+    except CoveError as e:
+        print(f"cove: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        # `run` keeps 0-124 and 126-127 for the command's own exit codes (DESIGN §8).
+        return EXIT_RUN_FAILED if args.verb == "run" else e.exit_code
+    except KeyboardInterrupt:
+        return 130

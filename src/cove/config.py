@@ -1,0 +1,150 @@
+"""cove.toml text → frozen model, with every problem reported at once (DESIGN §2)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from typing import Any
+
+from cove.errors import ConfigError, Diagnostic, UsageError
+from cove.model import Config, Container, HostConfig
+from cove.settings import (
+    CONTAINER_SETTINGS,
+    HOST_SETTINGS,
+    INVALID,
+    Diagnostics,
+    Setting,
+    key_path,
+)
+
+DEFAULT_CONFIG = "/etc/cove/cove.toml"
+MAX_NAME = 64
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def config_path(option: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
+    """`--config` wins over `COVE_CONFIG`, which wins over the host file."""
+    return option or environ.get("COVE_CONFIG") or DEFAULT_CONFIG
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: no such config file",
+            hint="create it, or point --config / COVE_CONFIG at your cove.toml",
+        ) from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: bytes, file: str) -> Config:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([Diagnostic(file, "", f"not UTF-8 (byte {e.start})")]) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([Diagnostic(file, "", f"invalid TOML: {e}")]) from None
+    diag = Diagnostics(file)
+    for key in sorted(set(document) - {"host", "containers"}):
+        diag.error(key_path(key), "unknown table; expected [host] or [containers.NAME]")
+    host = _parse_host(document.get("host", {}), diag)
+    containers = _parse_containers(document.get("containers", {}), file, diag)
+    if diag.items:
+        raise ConfigError(diag.items)
+    return Config(path=file, host=host, containers=containers)
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a container, or None when it can."""
+    if not name:
+        return "a container name cannot be empty"
+    if len(name) > MAX_NAME:
+        return f"a container name has at most {MAX_NAME} characters, this one has {len(name)}"
+    if "_" in name:
+        return "'_' is not allowed in a container name (machined rejects it); use '-' instead"
+    if not _NAME.match(name):
+        return "a container name uses only a-z, 0-9 and '-', and starts with a letter or digit"
+    return None
+
+
+def _table_settings(
+    table: dict[str, Any], settings: tuple[Setting, ...], path: str, diag: Diagnostics
+) -> dict[str, Any] | None:
+    by_key = {s.key: s for s in settings}
+    for unknown in sorted(set(table) - set(by_key)):
+        hint = _near(unknown, by_key)
+        diag.error(
+            f"{path}.{key_path(unknown)}",
+            "unknown key" + (f"; did you mean {hint!r}?" if hint else ""),
+        )
+    values: dict[str, Any] = {}
+    ok = True
+    for key, raw in table.items():
+        setting = by_key.get(key)
+        if setting is None:
+            ok = False
+            continue
+        value = setting.parse(raw, f"{path}.{key}", diag)
+        if value is INVALID:
+            ok = False
+        else:
+            values[setting.field] = value
+    return values if ok else None
+
+
+def _near(key: str, known: dict[str, Setting]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key.replace("_", "-").lower(), list(known), n=1)
+    return match[0] if match else None
+
+
+def _parse_host(table: object, diag: Diagnostics) -> HostConfig:
+    if not isinstance(table, dict):
+        diag.error("host", "expected a table [host]")
+        return HostConfig()
+    values = _table_settings(table, HOST_SETTINGS, "host", diag)
+    return HostConfig(**values) if values is not None else HostConfig()
+
+
+def _parse_containers(tables: object, file: str, diag: Diagnostics) -> dict[str, Container]:
+    if not isinstance(tables, dict):
+        diag.error("containers", "expected tables [containers.NAME]")
+        return {}
+    containers: dict[str, Container] = {}
+    for name, table in tables.items():
+        path = key_path("containers", name)
+        problem = name_problem(name)
+        if problem:
+            diag.error(path, problem)
+        if not isinstance(table, dict):
+            diag.error(path, "expected a table of container settings")
+            continue
+        values = _table_settings(table, CONTAINER_SETTINGS, path, diag)
+        if values is None or problem:
+            continue
+        container = Container(name=name, source=file, **values)
+        if _check_container(container, path, diag):
+            containers[name] = container
+    return containers
+
+
+def _check_container(c: Container, path: str, diag: Diagnostics) -> bool:
+    before = len(diag.items)
+    if not c.boot and not c.command:
+        diag.error(f"{path}.command", "boot = false needs a command to run")
+    if c.boot and c.command:
+        diag.error(f"{path}.command", "a command is only run with boot = false")
+    seen: set[str] = set()
+    for mount in c.bind_mounts:
+        if mount.mount_point in seen:
+            diag.error(f"{path}.bind-mounts", f"{mount.mount_point} is mounted twice")
+        seen.add(mount.mount_point)
+    return len(diag.items) == before

@@ -1,0 +1,226 @@
+"""The direct backend: cove runs systemd-nspawn itself, one supervisor per container (DESIGN §5).
+
+Every function here acts on the host; the pure work happened in config and render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cove import cgroups, proc
+from cove.errors import CoveError, NotRunning
+from cove.render import HostFacts, Render
+from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_tree
+from cove.supervisor import log_path, open_log, supervise
+
+NSENTER = "/usr/bin/nsenter"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the host says about one container right now."""
+
+    name: str
+    state: str  # "up", "down" or "orphaned"
+    status: dict[str, Any]
+
+    @property
+    def leader(self) -> int | None:
+        leader = self.status.get("leader")
+        return leader if isinstance(leader, int) else None
+
+
+def observe(facts: HostFacts, name: str) -> Observed:
+    runtime = RuntimeDir(facts.host, name)
+    liveness = runtime.liveness()
+    if liveness is Liveness.ABSENT:
+        return Observed(name, "down", {})
+    status = runtime.read_status()
+    if liveness is Liveness.ORPHANED:
+        return Observed(name, "orphaned", status)
+    return Observed(name, "up", status)
+
+
+def check_start(r: Render) -> None:
+    """Problems found before anything is created on the host."""
+    missing = [p for p in r.required_paths if not os.path.exists(p)]
+    if missing:
+        c = r.container
+        raise CoveError(
+            f"cannot start {c.name}: " + "; ".join(f"{p} does not exist" for p in missing),
+            hint=f"create the missing paths or fix containers.{c.name} in {c.source}",
+        )
+    if not os.path.isdir(r.container.image) and not r.container.host_image:
+        raise CoveError(
+            f"cannot start {r.container.name}: image {r.container.image} is not a " "directory"
+        )
+
+
+def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
+    """Start the container and return once it is ready: (started now, leader PID)."""
+    check_start(r)
+    c = r.container
+    runtime = RuntimeDir(facts.host, c.name)
+    try:
+        lock_fd, leftover = runtime.claim()
+    except Busy:
+        return False, observe(facts, c.name).leader
+    try:
+        if leftover:
+            _reap_orphan(facts, c.name, runtime, c.timeout_stop_sec)
+        log_fd = open_log(log_path(facts, c.name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_tree(runtime.path)
+        os.close(lock_fd)
+        raise
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the supervisor; exits through os._exit
+        code = 1
+        try:
+            os.close(report_r)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            code = supervise(r, facts, runtime, report_w)
+        finally:
+            os._exit(code)
+    os.close(report_w)
+    os.close(log_fd)
+    os.close(lock_fd)
+    with os.fdopen(report_r, "rb") as f:
+        line = f.readline()
+    # The supervisor is not our child for long: it is reaped by init once we exit.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        report = json.loads(line) if line else {"ok": False, "error": "supervisor died"}
+    except ValueError:
+        report = {"ok": False, "error": f"unreadable report {line!r}"}
+    if not report.get("ok"):
+        tail = "\n".join("  " + entry for entry in report.get("log", []))
+        raise CoveError(
+            f"{c.name} failed to start: {report.get('error')}" + (f"\n{tail}" if tail else ""),
+            hint=f"full console log: {log_path(facts, c.name)}",
+        )
+    leader = report.get("leader")
+    return True, leader if isinstance(leader, int) else None
+
+
+def _control(runtime: RuntimeDir, command: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(runtime.control))
+        sock.sendall(command.encode() + b"\n")
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def stop(facts: HostFacts, name: str, timeout_stop: float, terminate: bool = False) -> bool:
+    """Stop (or kill at once) and wait until nothing of the container is left.
+    Returns False when it was not running."""
+    runtime = RuntimeDir(facts.host, name)
+    liveness = runtime.liveness()
+    if liveness is Liveness.ABSENT:
+        return False
+    if liveness is Liveness.RUNNING:
+        sock = _control(runtime, "terminate" if terminate else "stop")
+        if sock is not None:
+            with sock:
+                # The supervisor closes the connection once everything is cleaned up.
+                sock.settimeout(None)
+                with contextlib.suppress(OSError):
+                    while sock.recv(4096):
+                        pass
+            _wait_unlocked(runtime)
+            return True
+    try:
+        lock_fd, _ = runtime.claim()
+    except Busy:
+        raise CoveError(
+            f"{name} is busy: its supervisor does not answer", hint="try again in a moment"
+        ) from None
+    try:
+        _reap_orphan(facts, name, runtime, 0 if terminate else timeout_stop)
+        remove_tree(runtime.path)
+    finally:
+        os.close(lock_fd)
+    return True
+
+
+def _wait_unlocked(runtime: RuntimeDir, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while runtime.liveness() is Liveness.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _reap_orphan(facts: HostFacts, name: str, runtime: RuntimeDir, grace: float) -> None:
+    """Tear down a container whose supervisor died: ask nspawn to stop, then kill the rest."""
+    group = cgroups.Group(f"{facts.host.cgroup}/{name}")
+    nspawn = runtime.read_status().get("nspawn")
+    if isinstance(nspawn, int) and nspawn in group.pids() and grace > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(nspawn, signal.SIGTERM)
+        group.wait_empty(grace)
+    group.kill()
+    group.wait_empty(10)
+    group.remove()
+    for entry in list(runtime.path.iterdir()) if runtime.path.is_dir() else []:
+        remove_tree(entry)
+
+
+def enter_argv(leader: int, command: list[str]) -> list[str]:
+    return [NSENTER, f"--target={leader}", "--all", "--wd", "--", *command]
+
+
+def require_up(facts: HostFacts, name: str) -> Observed:
+    observed = observe(facts, name)
+    if observed.state != "up" or observed.leader is None:
+        why = "its supervisor died" if observed.state == "orphaned" else "it is not running"
+        raise NotRunning(f"{name}: {why}", hint=f"start it with: cove start {name}")
+    with contextlib.suppress(FileNotFoundError):
+        if Path(f"/proc/{observed.leader}").exists():
+            return observed
+    raise NotRunning(f"{name}: its init process is gone", hint=f"cove stop {name}")
+
+
+def exec_in(facts: HostFacts, name: str, command: list[str], env: dict[str, str]) -> None:
+    """Replace this process with `command` inside the container (cove run, root-login)."""
+    observed = require_up(facts, name)
+    assert observed.leader is not None
+    group = cgroups.Group(f"{facts.host.cgroup}/{name}/run")
+    try:
+        group.join(os.getpid())
+    except OSError as e:
+        raise NotRunning(f"{name}: cannot join its cgroup: {e}") from None
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        proc.execve(enter_argv(observed.leader, command), env)
+    except OSError as e:
+        raise NotRunning(f"cannot run {NSENTER}: {e.strerror}") from None
+
+
+def root_shell(leader: int) -> str:
+    """root's login shell as the guest's /etc/passwd names it, if the guest has it."""
+    root = Path(f"/proc/{leader}/root")
+    with contextlib.suppress(OSError):
+        for line in (root / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 7 and fields[0] == "root" and fields[6]:
+                shell = fields[6]
+                if (root / shell.lstrip("/")).exists():
+                    return shell
+    return "/bin/sh"

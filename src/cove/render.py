@@ -1,0 +1,202 @@
+"""Container + host facts → everything cove would write or run, as values. No I/O.
+
+The nspawn argument order is fixed (docs/render.md):
+  nspawn, --quiet?, unit/registration, --machine, --directory, journal, console,
+  kill signal, readiness, --boot | --as-pid2, bind mounts (by mount point), tmpfs,
+  environment (by name), "--", init arguments | command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from cove.model import Backend, Container, HostConfig
+from cove.timespan import format_timespan
+from cove.unitfile import exec_line, plain, quote_setting, render_unit
+
+NSPAWN_ENV = (("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1"),)
+STOP_SIGNAL = "SIGRTMIN+3"
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What render needs to know about the host, gathered once by the runtime."""
+
+    host: HostConfig
+    backend: Backend
+    nspawn: str = "/usr/bin/systemd-nspawn"
+    cove: str = "/usr/bin/cove"
+
+
+@dataclass(frozen=True)
+class RootLayout:
+    """How the container's `/` is assembled (an overlay) just before nspawn runs."""
+
+    root: str
+    lower: tuple[str, ...]
+    upper: str
+    work: str
+    scratch: str | None = None
+    scratch_size: str | None = None
+    host_usr: bool = False
+    base: str | None = None
+
+    def to_args(self) -> list[str]:
+        args = [
+            f"--root={self.root}",
+            *(f"--lower={p}" for p in self.lower),
+            f"--upper={self.upper}",
+            f"--work={self.work}",
+        ]
+        if self.scratch:
+            args += [f"--scratch={self.scratch}", f"--scratch-size={self.scratch_size}"]
+        if self.host_usr:
+            args.append("--host-usr")
+        if self.base:
+            args.append(f"--base={self.base}")
+        return args
+
+
+@dataclass(frozen=True)
+class Render:
+    container: Container
+    layout: RootLayout
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    unit: str
+    required_paths: tuple[str, ...]
+
+
+def root_layout(c: Container, host: HostConfig) -> RootLayout:
+    runtime = host.container_runtime(c.name)
+    state = host.container_state(c.name)
+    base = str(runtime / "base") if c.host_image else None
+    lower = (base,) if base else (c.image,)
+    if c.ephemeral:
+        scratch = runtime / "scratch"
+        return RootLayout(
+            str(runtime / "root"),
+            lower,
+            str(scratch / "upper"),
+            str(scratch / "work"),
+            str(scratch),
+            c.ephemeral_size,
+            c.host_image,
+            base,
+        )
+    return RootLayout(
+        str(runtime / "root"),
+        lower,
+        str(state / "upper"),
+        str(state / "work"),
+        host_usr=c.host_image,
+        base=base,
+    )
+
+
+def _bind_arg(source: str, target: str, read_only: bool) -> str:
+    # nspawn splits --bind at ':' and reads backslash escapes, so both are escaped.
+    def esc(p: str) -> str:
+        return p.replace("\\", "\\\\").replace(":", "\\:")
+
+    flag = "--bind-ro" if read_only else "--bind"
+    return f"{flag}={esc(source)}:{esc(target)}"
+
+
+def nspawn_argv(c: Container, layout: RootLayout, facts: HostFacts, backend: Backend) -> list[str]:
+    systemd = backend is Backend.SYSTEMD
+    argv = [
+        facts.nspawn,
+        "--keep-unit",
+        f"--register={'yes' if systemd else 'no'}",
+        f"--machine={c.name}",
+        f"--directory={layout.root}",
+    ]
+    linked = systemd and c.boot and not c.ephemeral
+    argv.append(f"--link-journal={'try-guest' if linked else 'no'}")
+    argv.append("--console=read-only" if c.boot else "--console=pipe")
+    argv.append(f"--kill-signal={STOP_SIGNAL}")
+    if c.boot:
+        argv += ["--notify-ready=yes", "--boot"]
+    else:
+        argv += ["--notify-ready=no", "--as-pid2"]
+    argv += [_bind_arg(m.host_path, m.mount_point, m.read_only) for m in c.bind_mounts]
+    argv += [f"--tmpfs={t}" for t in c.tmpfs]
+    argv += [f"--setenv={k}={v}" for k, v in c.environment]
+    argv.append("--")
+    argv += ["systemd.firstboot=off"] if c.boot else list(c.command)
+    return argv
+
+
+def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
+    host = facts.host
+    cove = facts.cove
+    execute = [
+        cove,
+        "__exec",
+        *layout.to_args(),
+        "--",
+        *nspawn_argv(c, layout, facts, Backend.SYSTEMD),
+    ]
+    mounts = [] if c.ephemeral else [str(host.container_state(c.name))]
+    mounts += [m.host_path for m in c.bind_mounts]
+    unit = [
+        ("Description", plain(f"cove container {c.name}")),
+        ("Documentation", "man:cove(1)"),
+        ("PartOf", "machines.target"),
+        ("Before", "machines.target"),
+        ("After", "network.target"),
+        *(("RequiresMountsFor", quote_setting(m)) for m in mounts),
+    ]
+    service = [
+        ("Type", "notify"),
+        ("NotifyAccess", "all"),
+        *(("Environment", quote_setting(f"{k}={v}")) for k, v in NSPAWN_ENV),
+        ("ExecStartPre", exec_line([cove, "__hook", "pre-start", c.name])),
+        ("ExecStart", exec_line(execute)),
+        ("ExecStopPost", exec_line([cove, "__hook", "post-stop", c.name])),
+        ("KillMode", "mixed"),
+        ("Delegate", "yes"),
+        ("Slice", "machine.slice"),
+        ("Restart", "on-failure"),
+        ("RestartForceExitStatus", "133"),
+        ("SuccessExitStatus", "133"),
+        ("TimeoutStartSec", format_timespan(c.timeout_start_sec)),
+        ("TimeoutStopSec", format_timespan(c.timeout_stop_sec)),
+        ("DevicePolicy", "closed"),
+        ("DeviceAllow", "char-pts rw"),
+    ]
+    header = [
+        f"cove@{c.name}.service, generated by cove from {c.source or 'cove.toml'}.",
+        "Do not edit: cove rewrites it.",
+    ]
+    return render_unit(header, [("Unit", unit), ("Service", service)])
+
+
+def render(c: Container, facts: HostFacts) -> Render:
+    layout = root_layout(c, facts.host)
+    required = tuple(sorted({m.host_path for m in c.bind_mounts}))
+    if not c.host_image:
+        required = (c.image, *required)
+    return Render(
+        container=c,
+        layout=layout,
+        argv=tuple(nspawn_argv(c, layout, facts, facts.backend)),
+        env=NSPAWN_ENV,
+        unit=unit_file(c, layout, facts),
+        required_paths=required,
+    )
+
+
+def render_text(r: Render) -> str:
+    """`cove render NAME`: the unit, then the argv one argument per line."""
+    name = r.container.name
+    lines = [f"# cove@{name}.service", r.unit.rstrip("\n"), "", f"# argv ({len(r.argv)})"]
+    lines += list(r.argv)
+    lines += ["", "# root", *r.layout.to_args()]
+    return "\n".join(lines) + "\n"
+
+
+def state_path(host: HostConfig, name: str) -> PurePosixPath:
+    return PurePosixPath(host.state_dir, "state", f"{name}.json")

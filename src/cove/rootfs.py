@@ -1,0 +1,173 @@
+"""Roots: the host image's generated /etc, and the overlay assembled in a private mount
+namespace just before nspawn runs, so no mount outlives the container (DESIGN §6)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from cove import syscalls
+from cove.errors import CoveError
+from cove.render import RootLayout
+
+# Files of the host's /etc that a guest sharing the host's /usr needs to work like the host:
+# accounts, name service, PAM, the dynamic linker cache, command alternatives, time zone.
+HOST_ETC = (
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "pam.d",
+    "pam.conf",
+    "security",
+    "login.defs",
+    "profile",
+    "profile.d",
+    "bash.bashrc",
+    "environment",
+    "default",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ld.so.cache",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "shells",
+    "inputrc",
+    "locale.gen",
+    "locale.alias",
+    "terminfo",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "mime.types",
+    "services",
+    "protocols",
+    "rpc",
+    "ethertypes",
+    "networks",
+    "host.conf",
+    "gai.conf",
+    "adduser.conf",
+    "deluser.conf",
+    "skel",
+    "subuid",
+    "subgid",
+)
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+EMPTY_DIRS = (
+    "dev",
+    "proc",
+    "sys",
+    "run",
+    "tmp",
+    "var",
+    "var/tmp",
+    "root",
+    "home",
+    "srv",
+    "mnt",
+    "opt",
+    "media",
+    "usr",
+)
+
+
+def write_host_base(base: Path, name: str, resolv_conf: bool = True) -> None:
+    """A minimal root that, with the host's /usr mounted on it, boots the host's systemd."""
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(mode=0o755, parents=True)
+    for link in MERGED_USR:
+        host = Path("/", link)
+        if host.is_symlink():
+            (base / link).symlink_to(os.readlink(host))
+        elif host.is_dir() and link in ("bin", "sbin", "lib"):
+            raise CoveError(
+                f'image = "host" needs a merged-/usr host, but /{link} is a directory',
+                hint="use a directory image instead",
+            )
+    for d in EMPTY_DIRS:
+        (base / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(base / "tmp", 0o1777)
+    os.chmod(base / "var/tmp", 0o1777)
+    os.chmod(base / "root", 0o700)
+    etc = base / "etc"
+    etc.mkdir(mode=0o755)
+    for entry in HOST_ETC:
+        source = Path("/etc", entry)
+        if source.is_symlink() or source.is_file():
+            shutil.copy2(source, etc / entry, follow_symlinks=False)
+        elif source.is_dir():
+            shutil.copytree(source, etc / entry, symlinks=True)
+    _write_locked_shadow(etc)
+    (etc / "hostname").write_text(f"{name}\n")
+    (etc / "hosts").write_text(
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
+    )
+    # Empty: systemd derives a fresh machine ID from the container UUID (DESIGN §6).
+    (etc / "machine-id").write_text("")
+    (etc / "os-release").symlink_to("../usr/lib/os-release")
+    if resolv_conf and Path("/etc/resolv.conf").exists():
+        shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")
+
+
+def _write_locked_shadow(etc: Path) -> None:
+    """Accounts without passwords: the host's hashes never enter a container."""
+    for table, source in (("shadow", "passwd"), ("gshadow", "group")):
+        names = [
+            line.split(":", 1)[0]
+            for line in (etc / source).read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+        if table == "shadow":
+            body = "".join(f"{n}:*:19000:0:99999:7:::\n" for n in names)
+        else:
+            body = "".join(f"{n}:*::\n" for n in names)
+        path = etc / table
+        path.write_text(body)
+        os.chmod(path, 0o640)
+
+
+def prepare(layout: RootLayout, name: str) -> None:
+    """Directories and files the layout needs, made before the private namespace exists."""
+    Path(layout.root).mkdir(parents=True, exist_ok=True)
+    if layout.base:
+        write_host_base(Path(layout.base), name)
+    if layout.scratch:
+        Path(layout.scratch).mkdir(parents=True, exist_ok=True)
+    else:
+        for d in (layout.upper, layout.work):
+            Path(d).mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.chmod(Path(layout.upper).parent, 0o700)
+
+
+def assemble(layout: RootLayout) -> None:
+    """Mount the root in a new private mount namespace (call it in the process that execs
+    nspawn): when the last process of that namespace exits, every mount goes with it."""
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount("none", "/", None, syscalls.MS_REC | syscalls.MS_SLAVE, None)
+    if layout.scratch:
+        syscalls.mount(
+            "tmpfs",
+            layout.scratch,
+            "tmpfs",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV,
+            f"mode=0700,size={layout.scratch_size}",
+        )
+        os.mkdir(layout.upper, 0o755)
+        os.mkdir(layout.work, 0o700)
+    lower = ":".join(layout.lower)
+    syscalls.mount(
+        "overlay",
+        layout.root,
+        "overlay",
+        0,
+        f"lowerdir={lower},upperdir={layout.upper},workdir={layout.work}",
+    )
+    if layout.host_usr:
+        usr = os.path.join(layout.root, "usr")
+        syscalls.mount("/usr", usr, None, syscalls.MS_BIND | syscalls.MS_REC, None)
+        syscalls.mount(
+            "none", usr, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY, None
+        )

@@ -1,0 +1,129 @@
+"""A running container's runtime directory, and the lock that says a supervisor owns it.
+
+The supervisor holds an exclusive flock on the directory for its whole life, so "is it
+running?" is answered by the kernel: a directory whose lock is free belongs to a dead
+supervisor (an orphan), whatever PIDs its files mention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cove.model import HostConfig
+
+
+class Liveness(StrEnum):
+    ABSENT = "absent"
+    RUNNING = "running"
+    ORPHANED = "orphaned"
+
+
+class Busy(Exception):
+    """Another process holds the container's lock."""
+
+
+class RuntimeDir:
+    def __init__(self, host: HostConfig, name: str) -> None:
+        self.path = Path(host.runtime_dir, name)
+
+    @property
+    def notify(self) -> Path:
+        return self.path / "notify"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    def claim(self) -> tuple[int, bool]:
+        """Create or take over the directory with its lock held: (fd, was it left over)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        while True:
+            try:
+                self.path.mkdir(mode=0o700)
+                leftover = False
+            except FileExistsError:
+                leftover = True
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Busy(str(self.path)) from None
+            if os.fstat(fd).st_nlink == 0:  # removed by its owner while we waited
+                os.close(fd)
+                continue
+            return fd, leftover
+
+    def liveness(self) -> Liveness:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return Liveness.ABSENT
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return Liveness.RUNNING
+        finally:
+            os.close(fd)
+        return Liveness.ORPHANED
+
+    def read_status(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.status_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        write_atomic(self.status_file, json.dumps(status, sort_keys=True) + "\n")
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -r that never crosses into a mount point: a bind-mounted host directory is skipped
+    (and the error reported) rather than emptied."""
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        path.unlink()
+        return
+    for root, dirs, _files in os.walk(path, topdown=True):
+        for d in list(dirs):
+            full = os.path.join(root, d)
+            if not os.path.islink(full) and os.lstat(full).st_dev != top.st_dev:
+                raise OSError(f"refusing to remove {full}: a file system is mounted there")
+    for root, dirs, files in os.walk(path, topdown=False):
+        for f in files:
+            os.unlink(os.path.join(root, f))
+        for d in dirs:
+            full = os.path.join(root, d)
+            if os.path.islink(full):
+                os.unlink(full)
+            else:
+                os.rmdir(full)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)

@@ -1,0 +1,407 @@
+"""The settings table: one row per key drives parsing, defaults and documentation (DESIGN §3).
+
+Parsers are pure: they take the raw TOML value and its key path, report problems to a
+`Diagnostics` and return the parsed value, or `INVALID`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cove.errors import Diagnostic
+from cove.model import Backend, BindMount
+from cove.timespan import format_timespan, parse_timespan
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Final = _Invalid()
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SIZE = re.compile(r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%)$")
+# Characters overlayfs would read as option or layer separators.
+_OVERLAY_UNSAFE = re.compile(r"[,:\\]")
+
+
+def key_path(*parts: str) -> str:
+    """`containers."my data".x`: TOML spelling of a key path, quoting keys that need it."""
+    return ".".join(p if _BARE_KEY.match(p) else '"' + p.replace('"', '\\"') + '"' for p in parts)
+
+
+class Diagnostics:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[Diagnostic] = []
+
+    def error(self, path: str, message: str) -> _Invalid:
+        self.items.append(Diagnostic(self.file, path, message))
+        return INVALID
+
+
+def _describe(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    kind = names.get(type(value), type(value).__name__)
+    if isinstance(value, (bool, int, float, str)):
+        return f"{kind} ({value!r})"
+    return kind
+
+
+def parse_bool(value: object, path: str, diag: Diagnostics) -> bool | _Invalid:
+    if isinstance(value, bool):
+        return value
+    return diag.error(path, f"expected true or false, got {_describe(value)}")
+
+
+def parse_text(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    """A string that can be carried as one argument or unit-file word: no control characters."""
+    if not isinstance(value, str):
+        return diag.error(path, f"expected a string, got {_describe(value)}")
+    if _CONTROL.search(value):
+        return diag.error(
+            path, "control characters (newline, NUL, …) cannot be carried to systemd-nspawn"
+        )
+    return value
+
+
+def parse_abs_path(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    text = parse_text(value, path, diag)
+    if isinstance(text, _Invalid):
+        return text
+    if not text.startswith("/"):
+        return diag.error(path, f"expected an absolute path, got {text!r}")
+    if "/../" in text + "/" or text.endswith("/.."):
+        return diag.error(path, f"'..' is not allowed in a path, got {text!r}")
+    return text
+
+
+def parse_layer_path(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    """An absolute path that becomes an overlayfs layer or mount option."""
+    text = parse_abs_path(value, path, diag)
+    if isinstance(text, str) and _OVERLAY_UNSAFE.search(text):
+        return diag.error(path, f"',', ':' and '\\' cannot be used in this path, got {text!r}")
+    return text
+
+
+def parse_image(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    text = parse_text(value, path, diag)
+    if isinstance(text, _Invalid) or text == "host":
+        return text
+    if text.startswith("/"):
+        return parse_layer_path(text, path, diag)
+    return diag.error(
+        path, f'expected "host" or an absolute path to a root directory, got {text!r}'
+    )
+
+
+def parse_text_list(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
+    if not isinstance(value, list):
+        return diag.error(path, f"expected a list of strings, got {_describe(value)}")
+    items = [parse_text(v, f"{path}[{i}]", diag) for i, v in enumerate(value)]
+    if any(isinstance(i, _Invalid) for i in items):
+        return INVALID
+    return tuple(str(i) for i in items)
+
+
+def parse_tmpfs(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
+    items = parse_text_list(value, path, diag)
+    if isinstance(items, _Invalid):
+        return items
+    bad = [i for i, item in enumerate(items) if not item.startswith("/")]
+    for i in bad:
+        diag.error(f"{path}[{i}]", f"expected an absolute path (PATH[:OPTIONS]), got {items[i]!r}")
+    return INVALID if bad else items
+
+
+def parse_environment(
+    value: object, path: str, diag: Diagnostics
+) -> tuple[tuple[str, str], ...] | _Invalid:
+    if not isinstance(value, dict):
+        return diag.error(path, f'expected a table of NAME = "value", got {_describe(value)}')
+    result: list[tuple[str, str]] = []
+    ok = True
+    for name, raw in value.items():
+        at = f"{path}.{key_path(name)}"
+        if not _ENV_NAME.match(name):
+            diag.error(
+                at,
+                "expected a variable name of letters, digits and '_', not starting " "with a digit",
+            )
+            ok = False
+            continue
+        text = parse_text(raw, at, diag)
+        if isinstance(text, _Invalid):
+            ok = False
+        else:
+            result.append((name, text))
+    return tuple(sorted(result)) if ok else INVALID
+
+
+def parse_seconds(value: object, path: str, diag: Diagnostics) -> float | _Invalid:
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds: float | None = float(value)
+    elif isinstance(value, str):
+        seconds = parse_timespan(value)
+    else:
+        seconds = None
+    if seconds is None or seconds <= 0:
+        return diag.error(
+            path,
+            f'expected a positive number of seconds or a time span such as "90s" or "2min",'
+            f" got {_describe(value)}",
+        )
+    return seconds
+
+
+def parse_size(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    text = parse_text(value, path, diag)
+    if isinstance(text, str) and not _SIZE.match(text):
+        return diag.error(path, f'expected a size such as "512M", "2G" or "10%", got {text!r}')
+    return text
+
+
+_BIND_KEYS = ("host-path", "is-read-only", "mount-point")
+
+
+def parse_bind_mounts(
+    value: object, path: str, diag: Diagnostics
+) -> tuple[BindMount, ...] | _Invalid:
+    if not isinstance(value, dict):
+        return diag.error(path, f"expected a table keyed by mount point, got {_describe(value)}")
+    mounts: list[BindMount] = []
+    ok = True
+    for key, entry in sorted(value.items()):
+        at = f"{path}.{key_path(key)}"
+        if not isinstance(entry, dict):
+            diag.error(at, f"expected a table with {', '.join(_BIND_KEYS)}, got {_describe(entry)}")
+            ok = False
+            continue
+        for unknown in sorted(set(entry) - set(_BIND_KEYS)):
+            diag.error(
+                f"{at}.{key_path(unknown)}", f"unknown key; expected {', '.join(_BIND_KEYS)}"
+            )
+            ok = False
+        mount_point = parse_abs_path(entry.get("mount-point", key), f"{at}.mount-point", diag)
+        host_path = parse_abs_path(
+            entry.get("host-path", mount_point if isinstance(mount_point, str) else key),
+            f"{at}.host-path",
+            diag,
+        )
+        read_only = parse_bool(entry.get("is-read-only", True), f"{at}.is-read-only", diag)
+        if (
+            isinstance(mount_point, str)
+            and isinstance(host_path, str)
+            and isinstance(read_only, bool)
+        ):
+            mounts.append(BindMount(mount_point, host_path, read_only))
+        else:
+            ok = False
+    return tuple(mounts) if ok else INVALID
+
+
+Parser = Callable[[object, str, Diagnostics], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    field: str
+    type: str
+    default: object
+    parse: Parser
+    doc: str
+    nixos: str | None = None
+
+    @property
+    def default_text(self) -> str:
+        """The default as a user would write it in cove.toml."""
+        value = self.default
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f'"{format_timespan(value)}"'
+        if isinstance(value, str):
+            return f'"{value}"'
+        if value == ():
+            return "{}" if self.type.startswith("table") else "[]"
+        return repr(value)
+
+
+CONTAINER_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "image",
+        "image",
+        "string",
+        "host",
+        parse_image,
+        'root image: "host" (the host\'s /usr, read-only, with a generated /etc) or an '
+        "absolute path to a root directory",
+        "config / path",
+    ),
+    Setting(
+        "boot",
+        "boot",
+        "boolean",
+        True,
+        parse_bool,
+        "run the image's init as PID 1 (a system container); false runs `command`",
+    ),
+    Setting(
+        "command",
+        "command",
+        "list of strings",
+        (),
+        parse_text_list,
+        "argv of the application to run when boot = false",
+    ),
+    Setting(
+        "ephemeral",
+        "ephemeral",
+        "boolean",
+        False,
+        parse_bool,
+        "start from the pristine image each time; every change is gone at stop",
+        "ephemeral",
+    ),
+    Setting(
+        "ephemeral-size",
+        "ephemeral_size",
+        "size",
+        "1G",
+        parse_size,
+        "size of the tmpfs that holds an ephemeral container's changes",
+    ),
+    Setting(
+        "bind-mounts",
+        "bind_mounts",
+        "table of {host-path, is-read-only, mount-point}",
+        (),
+        parse_bind_mounts,
+        "host directories mounted into the container, keyed by mount point; read-only "
+        "unless is-read-only = false",
+        "bindMounts",
+    ),
+    Setting(
+        "tmpfs",
+        "tmpfs",
+        "list of strings",
+        (),
+        parse_tmpfs,
+        "tmpfs mounts inside the container, as PATH[:OPTIONS]",
+        "tmpfs",
+    ),
+    Setting(
+        "environment",
+        "environment",
+        "table of strings",
+        (),
+        parse_environment,
+        "variables for PID 1 and `cove run` (visible to root on the host in nspawn's "
+        "command line)",
+    ),
+    Setting(
+        "timeout-start-sec",
+        "timeout_start_sec",
+        "time span",
+        60.0,
+        parse_seconds,
+        "how long a start may take before it fails",
+        "timeoutStartSec",
+    ),
+    Setting(
+        "timeout-stop-sec",
+        "timeout_stop_sec",
+        "time span",
+        90.0,
+        parse_seconds,
+        "how long a clean stop may take before the container is killed",
+    ),
+)
+
+
+def parse_backend(value: object, path: str, diag: Diagnostics) -> Backend | _Invalid:
+    choices = [b.value for b in Backend]
+    if isinstance(value, str) and value in choices:
+        return Backend(value)
+    return diag.error(path, f"expected one of {', '.join(choices)}, got {_describe(value)}")
+
+
+def parse_cgroup_name(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    if isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", value):
+        return value
+    return diag.error(path, f"expected a cgroup name of [a-z0-9._-], got {_describe(value)}")
+
+
+HOST_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "backend",
+        "backend",
+        "string",
+        Backend.AUTO.value,
+        parse_backend,
+        '"systemd" (units run by systemd), "direct" (cove supervises nspawn itself) or '
+        '"auto" (systemd where PID 1 is systemd)',
+    ),
+    Setting(
+        "config-dir",
+        "config_dir",
+        "path",
+        "/etc/cove",
+        parse_abs_path,
+        "where imperative containers live (containers/NAME.toml)",
+    ),
+    Setting(
+        "state-dir",
+        "state_dir",
+        "path",
+        "/var/lib/cove",
+        parse_layer_path,
+        "persistent container data and cove's records",
+    ),
+    Setting(
+        "runtime-dir",
+        "runtime_dir",
+        "path",
+        "/run/cove",
+        parse_layer_path,
+        "sockets, locks and mount points of running containers",
+    ),
+    Setting(
+        "log-dir",
+        "log_dir",
+        "path",
+        "/var/log/cove",
+        parse_abs_path,
+        "console logs, kept after stop (also for ephemeral containers)",
+    ),
+    Setting(
+        "unit-dir",
+        "unit_dir",
+        "path",
+        "/etc/systemd/system",
+        parse_abs_path,
+        "where the systemd backend writes cove@NAME.service",
+    ),
+    Setting(
+        "cgroup",
+        "cgroup",
+        "string",
+        "cove",
+        parse_cgroup_name,
+        "name of the cgroup under which the direct backend runs containers",
+    ),
+)

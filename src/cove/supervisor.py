@@ -1,0 +1,319 @@
+"""The direct backend's per-container supervisor (DESIGN §5).
+
+`cove start` forks it; it runs systemd-nspawn in the container's own cgroup with the root
+assembled in a private mount namespace, reads nspawn's notify socket for the container's whole
+life (nspawn blocks when nobody reads it), tells the waiting `cove start` through a pipe when
+the guest is ready or why it failed, restarts the guest when it reboots (exit 133), serves
+stop/terminate/status on a control socket, and cleans up after the container exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from cove import cgroups, proc, rootfs, syscalls
+from cove.render import HostFacts, Render
+from cove.runtimedir import RuntimeDir, remove_tree
+
+REBOOT_EXIT = 133
+LOG_TAIL = 20
+IDLE_TICK = 1.0
+
+
+def log_path(facts: HostFacts, name: str) -> Path:
+    return Path(facts.host.log_dir, name, "console.log")
+
+
+def open_log(path: Path) -> int:
+    """The console log of this run; the previous run's is kept as console.log.1."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, path.with_name(path.name + ".1"))
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text)
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+class Supervisor:
+    def __init__(self, render: Render, facts: HostFacts, runtime: RuntimeDir, report: int):
+        self.render = render
+        self.c = render.container
+        self.facts = facts
+        self.runtime = runtime
+        self.report_fd: int | None = report
+        self.group = cgroups.Group(f"{facts.host.cgroup}/{self.c.name}")
+        self.selector = selectors.DefaultSelector()
+        self.waiters: list[socket.socket] = []
+        self.nspawn_pid: int | None = None
+        self.exit_status: int | None = None
+        self.leader: int | None = None
+        self.ready = False
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.boots = 0
+        self.started_at = time.time()
+        self.recent: deque[str] = deque(maxlen=LOG_TAIL)
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        self.group.child("cove").join(os.getpid())
+        wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, lambda *_: None)
+        self.selector.register(wake_r, selectors.EVENT_READ, self._on_signal)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(self.runtime.notify))
+        self.selector.register(notify, selectors.EVENT_READ, self._on_notify)
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.bind(str(self.runtime.control))
+        control.listen(16)
+        self.selector.register(control, selectors.EVENT_READ, self._on_control)
+        try:
+            while True:
+                status = self._boot_once()
+                if status == REBOOT_EXIT and not self.stopping and self.ready:
+                    self._say("guest asked for a reboot; starting it again")
+                    continue
+                break
+            self._say(f"container exited with status {status}")
+        except Exception as e:  # the report must reach `cove start` whatever happened
+            self._say(f"supervisor error: {e}")
+            self._fail(f"supervisor error: {e}")
+        finally:
+            self._teardown()
+        return 0
+
+    def _boot_once(self) -> int:
+        self.ready = False
+        self.leader = None
+        self.exit_status = None
+        self.boots += 1
+        rootfs.prepare(self.render.layout, self.c.name)
+        self.nspawn_pid = self._launch()
+        self._write_status("starting")
+        start_deadline = time.monotonic() + self.c.timeout_start_sec
+        while self.exit_status is None:
+            now = time.monotonic()
+            if not self.ready and not self.stopping and now >= start_deadline:
+                self._fail(f"not ready after {self.c.timeout_start_sec:g}s (timeout-start-sec)")
+                self._kill()
+            if self.stop_deadline is not None and now >= self.stop_deadline:
+                self._say(f"still running {self.c.timeout_stop_sec:g}s after stop; killing it")
+                self._kill()
+                self.stop_deadline = None
+            deadlines = [
+                d for d in (self.stop_deadline, None if self.ready else start_deadline) if d
+            ]
+            timeout = min([IDLE_TICK, *(d - now for d in deadlines)])
+            for key, _ in self.selector.select(max(0.0, timeout)):
+                key.data(key.fileobj)
+            self._reap()
+        # Whatever nspawn left behind in its cgroup (it normally leaves nothing).
+        nspawn_group = self.group.child("nspawn")
+        nspawn_group.kill()
+        nspawn_group.wait_empty(5)
+        nspawn_group.remove()
+        if not self.ready:
+            self._fail(
+                f"systemd-nspawn exited with status {self.exit_status} before the "
+                "container was ready"
+            )
+        return self.exit_status
+
+    # -- launching ---------------------------------------------------------------------------
+    def _launch(self) -> int:
+        err_r, err_w = os.pipe()
+        env = proc.clean_env([*self.render.env, ("NOTIFY_SOCKET", str(self.runtime.notify))])
+        argv = list(self.render.argv)
+        self._say("+ " + proc.command_line(argv, env))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, then execs
+            try:
+                os.close(err_r)
+                for sig in (
+                    signal.SIGPIPE,
+                    signal.SIGTERM,
+                    signal.SIGINT,
+                    signal.SIGHUP,
+                    signal.SIGCHLD,
+                ):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)
+                self.group.child("nspawn").join(os.getpid())
+                rootfs.assemble(self.render.layout)
+                os.execve(argv[0], argv, env)
+            except BaseException as e:
+                with contextlib.suppress(BaseException):
+                    os.write(err_w, f"{type(e).__name__}: {e}".encode())
+            os._exit(127)
+        os.close(err_w)
+        with os.fdopen(err_r, "rb") as f:
+            failure = f.read().decode(errors="replace")
+        if failure:
+            os.waitpid(pid, 0)
+            raise RuntimeError(f"cannot start systemd-nspawn: {failure}")
+        return pid
+
+    # -- events ------------------------------------------------------------------------------
+    def _on_signal(self, sock: Any) -> None:
+        data = sock.recv(64)
+        for signo in data:
+            if signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self._stop()
+
+    def _on_notify(self, sock: Any) -> None:
+        while True:
+            try:
+                message = sock.recv(4096, socket.MSG_DONTWAIT).decode(errors="replace")
+            except BlockingIOError:
+                return
+            for line in message.splitlines():
+                key, _, value = line.partition("=")
+                if key == "X_NSPAWN_LEADER_PID" and value.isdigit():
+                    self.leader = int(value)
+                elif key == "READY" and value == "1" and not self.ready:
+                    self.ready = True
+                    self._write_status("running")
+                    self._succeed()
+                elif key == "STATUS":
+                    self.recent.append(value)
+
+    def _on_control(self, sock: Any) -> None:
+        conn, _ = sock.accept()
+        conn.settimeout(2)
+        try:
+            command = conn.recv(64).decode(errors="replace").strip()
+        except OSError:
+            conn.close()
+            return
+        if command == "status":
+            with contextlib.suppress(OSError):
+                conn.sendall(
+                    json.dumps(self._status("running" if self.ready else "starting")).encode()
+                )
+            conn.close()
+        elif command in ("stop", "terminate"):
+            self.waiters.append(conn)
+            if command == "stop":
+                self._stop()
+            else:
+                self._say("terminate requested")
+                self.stopping = True
+                self._kill()
+        else:
+            conn.close()
+
+    def _stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self._say("stop requested")
+        self._write_status("stopping")
+        if self.nspawn_pid is not None and self.exit_status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.nspawn_pid, signal.SIGTERM)
+            self.stop_deadline = time.monotonic() + self.c.timeout_stop_sec
+
+    def _kill(self) -> None:
+        if self.nspawn_pid is not None and self.exit_status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.nspawn_pid, signal.SIGKILL)
+        self.group.child("nspawn").kill()
+
+    def _reap(self) -> None:
+        """Reap nspawn and whatever orphans were re-parented to us (we are a subreaper)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.nspawn_pid:
+                self.exit_status = os.waitstatus_to_exitcode(status)
+                if self.exit_status < 0:
+                    self.exit_status = 128 - self.exit_status
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with contextlib.suppress(OSError):
+            os.write(2, f"cove[{os.getpid()}] {stamp} {text}\n".encode())
+
+    def _report(self, message: dict[str, Any]) -> None:
+        if self.report_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.report_fd, (json.dumps(message) + "\n").encode())
+        os.close(self.report_fd)
+        self.report_fd = None
+
+    def _succeed(self) -> None:
+        self._report({"ok": True, "leader": self.leader})
+
+    def _fail(self, reason: str) -> None:
+        self._say(reason)
+        self._report(
+            {"ok": False, "error": reason, "log": log_tail(log_path(self.facts, self.c.name))}
+        )
+
+    def _status(self, state: str) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "name": self.c.name,
+            "state": state,
+            "supervisor": os.getpid(),
+            "nspawn": self.nspawn_pid,
+            "leader": self.leader,
+            "boots": self.boots,
+            "started_at": self.started_at,
+            "ephemeral": self.c.ephemeral,
+            "image": self.c.image,
+        }
+
+    def _write_status(self, state: str) -> None:
+        self.runtime.write_status(self._status(state))
+
+    # -- cleanup -----------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        """Leave nothing: no process, cgroup, socket or runtime file of this container."""
+        me = os.getpid()
+        self.group.kill(exclude=me)
+        self.group.wait_empty(5, exclude=me)
+        cgroups.Group("").join(me)
+        self.group.remove()
+        cgroups.Group(self.facts.host.cgroup).remove_if_empty()
+        with contextlib.suppress(OSError):
+            remove_tree(self.runtime.path)
+        for conn in self.waiters:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def supervise(render: Render, facts: HostFacts, runtime: RuntimeDir, report: int) -> int:
+    return Supervisor(render, facts, runtime, report).run()

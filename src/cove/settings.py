@@ -196,11 +196,10 @@ def parse_bind_mounts(
             )
             ok = False
         mount_point = parse_abs_path(entry.get("mount-point", key), f"{at}.mount-point", diag)
-        host_path = parse_abs_path(
-            entry.get("host-path", mount_point if isinstance(mount_point, str) else key),
-            f"{at}.host-path",
-            diag,
-        )
+        if "host-path" in entry:
+            host_path = parse_abs_path(entry["host-path"], f"{at}.host-path", diag)
+        else:  # NixOS: a null hostPath mounts the same path from the host
+            host_path = mount_point
         read_only = parse_bool(entry.get("is-read-only", True), f"{at}.is-read-only", diag)
         if (
             isinstance(mount_point, str)

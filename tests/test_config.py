@@ -1,0 +1,202 @@
+"""Config parsing and validation: every error names the file and key path, all at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cove.config import config_path, parse_config
+from cove.errors import ConfigError
+from cove.model import Backend, BindMount
+
+FILE = "/etc/cove/cove.toml"
+
+
+def parse(text: str):  # type: ignore[no-untyped-def]
+    return parse_config(textwrap.dedent(text).encode(), FILE)
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return [str(d) for d in info.value.diagnostics]
+
+
+def test_defaults_follow_nixos() -> None:
+    c = parse("[containers.web]\n").containers["web"]
+    assert c.image == "host"
+    assert c.boot is True
+    assert c.ephemeral is False
+    assert c.timeout_start_sec == 60.0  # NixOS timeoutStartSec = "1min"
+    assert c.timeout_stop_sec == 90.0  # systemd's default
+    assert c.bind_mounts == ()
+
+
+def test_every_slice_key_parses() -> None:
+    config = parse("""
+        [host]
+        backend = "direct"
+        state-dir = "/srv/cove"
+        [containers.app]
+        image = "/srv/images/bb"
+        boot = false
+        command = ["/bin/sh", "-c", "echo hi"]
+        ephemeral = true
+        ephemeral-size = "256M"
+        tmpfs = ["/scratch:mode=0755"]
+        environment = { GREETING = "hello world", B = "%$\\"x" }
+        timeout-start-sec = "1min 30s"
+        timeout-stop-sec = 5
+        [containers.app.bind-mounts."/data"]
+        host-path = "/srv/my data"
+        is-read-only = false
+        [containers.app.bind-mounts."/etc/x"]
+        """)
+    assert config.host.backend is Backend.DIRECT
+    assert config.host.state_dir == "/srv/cove"
+    c = config.containers["app"]
+    assert c.command == ("/bin/sh", "-c", "echo hi")
+    assert c.ephemeral_size == "256M"
+    assert c.tmpfs == ("/scratch:mode=0755",)
+    assert c.environment == (("B", '%$"x'), ("GREETING", "hello world"))
+    assert c.timeout_start_sec == 90.0
+    assert c.timeout_stop_sec == 5.0
+    assert c.bind_mounts == (
+        BindMount("/data", "/srv/my data", read_only=False),
+        BindMount("/etc/x", "/etc/x", read_only=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("web_1", "containers.web_1: '_' is not allowed in a container name (machined rejects "
+                  "it); use '-' instead"),
+        ("", 'containers."": a container name cannot be empty'),
+        ("a" * 65, f"containers.{'a' * 65}: a container name has at most 64 characters, this "
+                   "one has 65"),
+        ("Web", "containers.Web: a container name uses only a-z, 0-9 and '-'"),
+        ("-web", 'containers.-web: a container name uses only a-z'),
+        ("wéb", 'containers."wéb": a container name uses only a-z'),
+    ],
+)  # fmt: skip
+def test_bad_names(name: str, message: str) -> None:
+    found = errors(f'[containers."{name}"]\n')
+    assert len(found) == 1
+    assert found[0].startswith(f"{FILE}: {message}")
+
+
+def test_64_character_name_is_fine() -> None:
+    assert "a" * 64 in parse(f"[containers.{'a' * 64}]\n").containers
+
+
+def test_all_errors_reported_at_once() -> None:
+    found = errors("""
+        [containers.web]
+        boot = "yes"
+        imgae = "host"
+        timeout-stop-sec = "soon"
+        [containers.web.bind-mounts."/data"]
+        host-path = "relative/path"
+        [containers.db_1]
+        ephemeral = 1
+        [network]
+        """)
+    assert found == [
+        f"{FILE}: network: unknown table; expected [host] or [containers.NAME]",
+        f"{FILE}: containers.web.imgae: unknown key; did you mean 'image'?",
+        f"{FILE}: containers.web.boot: expected true or false, got a string ('yes')",
+        f'{FILE}: containers.web.timeout-stop-sec: expected a positive number of seconds or a '
+        f"time span such as \"90s\" or \"2min\", got a string ('soon')",
+        f'{FILE}: containers.web.bind-mounts."/data".host-path: expected an absolute path, got '
+        "'relative/path'",
+        f"{FILE}: containers.db_1: '_' is not allowed in a container name (machined rejects it);"
+        " use '-' instead",
+        f"{FILE}: containers.db_1.ephemeral: expected true or false, got an integer (1)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('image = "debian"', 'containers.c.image: expected "host" or an absolute path to a root '
+                             "directory, got 'debian'"),
+        ('image = "/srv/a,b"', "containers.c.image: ',', ':' and '\\' cannot be used in this "
+                               "path, got '/srv/a,b'"),
+        ("boot = false", "containers.c.command: boot = false needs a command to run"),
+        ('command = ["x"]', "containers.c.command: a command is only run with boot = false"),
+        ('command = "sh"', "containers.c.command: expected a list of strings, got a string"),
+        ("command = [1]", "containers.c.command[0]: expected a string, got an integer (1)"),
+        ('environment = { "1X" = "a" }', 'containers.c.environment.1X: expected a variable '
+                                         "name"),
+        ('environment = { X = "a\\nb" }', "containers.c.environment.X: control characters "
+                                          "(newline, NUL, …) cannot be carried"),
+        ('environment = { X = 1 }', "containers.c.environment.X: expected a string"),
+        ('tmpfs = ["scratch"]', "containers.c.tmpfs[0]: expected an absolute path"),
+        ('ephemeral-size = "lots"', "containers.c.ephemeral-size: expected a size"),
+        ("timeout-start-sec = 0", "containers.c.timeout-start-sec: expected a positive number"),
+        ('bind-mounts."/a" = { host-path = "/x\\ny" }', 'containers.c.bind-mounts."/a".host-path:'
+                                                        " control characters"),
+        ('bind-mounts."/a" = { readonly = true }', 'containers.c.bind-mounts."/a".readonly: '
+                                                   "unknown key"),
+        ('bind-mounts."/a/../etc" = {}', 'containers.c.bind-mounts."/a/../etc".mount-point: '
+                                         "'..' is not allowed"),
+        ('bind-mounts = ["/a"]', "containers.c.bind-mounts: expected a table keyed by mount "
+                                 "point"),
+    ],
+)  # fmt: skip
+def test_bad_values(toml: str, message: str) -> None:
+    found = errors(f"[containers.c]\n{toml}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{FILE}: {message}"), found[0]
+
+
+def test_bad_host_table() -> None:
+    found = errors('[host]\nbackend = "docker"\nstate-dir = "var"\ncolour = 1\n')
+    assert found == [
+        f"{FILE}: host.colour: unknown key",
+        f"{FILE}: host.backend: expected one of auto, systemd, direct, got a string ('docker')",
+        f"{FILE}: host.state-dir: expected an absolute path, got 'var'",
+    ]
+
+
+def test_invalid_toml_and_encoding() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(b"[containers.web\n", FILE)
+    assert str(info.value.diagnostics[0]).startswith(f"{FILE}: invalid TOML: ")
+    with pytest.raises(ConfigError) as info:
+        parse_config(b"[containers.w\xff]\n", FILE)
+    assert str(info.value.diagnostics[0]) == f"{FILE}: not UTF-8 (byte 13)"
+
+
+def test_config_path_precedence() -> None:
+    assert config_path("/a.toml", {"COVE_CONFIG": "/b.toml"}) == "/a.toml"
+    assert config_path(None, {"COVE_CONFIG": "/b.toml"}) == "/b.toml"
+    assert config_path(None, {}) == "/etc/cove/cove.toml"
+
+
+def test_cli_reports_config_errors_with_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "cove.toml"
+    bad.write_text("[containers.web_1]\n[containers.ok]\nboot = 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cove", "--config", str(bad), "list"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert f"{bad}: containers.web_1: '_' is not allowed" in result.stderr
+    assert f"{bad}: containers.ok.boot: expected true or false" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [sys.executable, "-m", "cove", "--config", str(tmp_path / "nope.toml"), "list"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "nope.toml: no such config file" in result.stderr

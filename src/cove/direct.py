@@ -178,6 +178,7 @@ def _reap_orphan(facts: HostFacts, name: str, runtime: RuntimeDir, grace: float)
     group.kill()
     group.wait_empty(10)
     group.remove()
+    cgroups.Group(facts.host.cgroup).remove_if_empty()
     for entry in list(runtime.path.iterdir()) if runtime.path.is_dir() else []:
         remove_tree(entry)
 

@@ -234,10 +234,26 @@ class Supervisor:
         self.stopping = True
         self._say("stop requested")
         self._write_status("stopping")
-        if self.nspawn_pid is not None and self.exit_status is None:
+        if self.nspawn_pid is None or self.exit_status is not None:
+            return
+        # A booted guest powers off when nspawn passes it SIGRTMIN+3. nspawn's stub init in
+        # front of a command exits at once on that signal, killing the command, so a command
+        # gets SIGTERM straight from here and the stub follows it out when it exits.
+        targets = [self.nspawn_pid] if self.c.boot else self._command_pids()
+        for pid in targets:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.nspawn_pid, signal.SIGTERM)
-            self.stop_deadline = time.monotonic() + self.c.timeout_stop_sec
+                os.kill(pid, signal.SIGTERM)
+        self.stop_deadline = time.monotonic() + self.c.timeout_stop_sec
+
+    def _command_pids(self) -> list[int]:
+        """The command of a `boot = false` container: the children of nspawn's stub init."""
+        if self.leader is None:
+            return [self.nspawn_pid] if self.nspawn_pid else []
+        try:
+            children = Path(f"/proc/{self.leader}/task/{self.leader}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in children.split()]
 
     def _kill(self) -> None:
         if self.nspawn_pid is not None and self.exit_status is None:

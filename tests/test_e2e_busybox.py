@@ -1,0 +1,285 @@
+"""Real containers from a busybox directory image on the direct backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cove import cgroups
+from tests.conftest import Host
+
+pytestmark = pytest.mark.e2e
+
+SLEEPER = '["/bin/sh", "-c", "exec sleep 1000"]'
+
+
+def app(host: Host, short: str, image: Path, extra: str = "", command: str = SLEEPER) -> str:
+    name = host.name(short)
+    return f"""
+        [containers.{name}]
+        image = "{image}"
+        boot = false
+        command = {command}
+        {extra}
+        """
+
+
+def test_run_passes_exit_code_stdout_stderr_and_stdin(cove_host: Host, busybox_image: Path):
+    name = cove_host.name("run")
+    cove_host.write(app(cove_host, "run", busybox_image))
+    started = cove_host.cove("start", name, check=True)
+    assert f"{name}: started (leader PID " in started.stdout
+
+    result = cove_host.cove("run", name, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "out\n", "err\n")
+
+    piped = cove_host.cove("run", name, "--", "tr", "a-z", "A-Z", input="hello\n")
+    assert (piped.returncode, piped.stdout) == (0, "HELLO\n")
+
+    release = cove_host.cove("run", name, "--", "cat", "/usr/lib/os-release")
+    assert "ID=busybox" in release.stdout
+
+    missing = cove_host.cove("run", name, "--", "/no/such/command")
+    assert missing.returncode == 127
+
+    assert cove_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
+
+
+def test_run_on_stopped_container_exits_125(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("down")
+    cove_host.write(app(cove_host, "down", busybox_image))
+    result = cove_host.cove("run", name, "--", "true")
+    assert result.returncode == 125
+    assert f"cove: {name}: it is not running" in result.stderr
+    assert f"hint: start it with: cove start {name}" in result.stderr
+    assert cove_host.cove("run", "undeclared", "--", "true").returncode == 125
+
+
+def test_persistent_root_survives_stop_and_start(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("keep")
+    cove_host.write(app(cove_host, "keep", busybox_image))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "echo kept > /root/file", check=True)
+    cove_host.cove("stop", name, check=True)
+    upper = cove_host.root / "state/containers" / name / "upper/root/file"
+    assert upper.read_text() == "kept\n"
+    assert not (busybox_image / "root/file").exists(), "the image itself must stay untouched"
+    cove_host.cove("start", name, check=True)
+    assert cove_host.cove("run", name, "--", "cat", "/root/file").stdout == "kept\n"
+
+
+def test_ephemeral_root_is_empty_after_restart(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("eph")
+    cove_host.write(app(cove_host, "eph", busybox_image, "ephemeral = true"))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "echo gone > /root/file", check=True)
+    assert cove_host.cove("run", name, "--", "cat", "/root/file").stdout == "gone\n"
+    cove_host.cove("restart", name, check=True)
+    result = cove_host.cove("run", name, "--", "cat", "/root/file")
+    assert result.returncode == 1
+    assert "No such file" in result.stderr
+    assert not (cove_host.root / "state/containers" / name).exists()
+
+
+def test_ephemeral_leaves_no_trace(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("trace")
+    cove_host.write(app(cove_host, "trace", busybox_image, "ephemeral = true"))
+    # cove's base directories exist on any host that has run a container before.
+    for d in ("state", "run"):
+        (cove_host.root / d).mkdir(exist_ok=True)
+    before = cove_host.snapshot()
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "dd if=/dev/zero of=/big bs=1k count=64",
+                   check=True)  # fmt: skip
+    during = cove_host.snapshot()
+    assert before.difference(during), "the snapshot must see a running container"
+    cove_host.cove("stop", name, check=True)
+    assert before.difference(cove_host.snapshot()) == {}
+
+
+def test_environment_bind_mounts_and_tmpfs(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("env")
+    data = cove_host.root / "my data"
+    data.mkdir()
+    (data / "in").write_text("from host\n")
+    ro = cove_host.root / "ro"
+    ro.mkdir()
+    command = '["/bin/sh", "-c", "echo \\"$GREETING\\" > /tmp/greeting; exec sleep 1000"]'
+    cove_host.write(
+        app(cove_host, "env", busybox_image, command=command, extra=f"""
+        tmpfs = ["/scratch:mode=0700"]
+        environment = {{ GREETING = "hello world 100% $HOME \\"q\\"" }}
+        [containers.{name}.bind-mounts."/data"]
+        host-path = "{data}"
+        is-read-only = false
+        [containers.{name}.bind-mounts."/ro"]
+        host-path = "{ro}"
+        """)
+    )  # fmt: skip
+    cove_host.cove("start", name, check=True)
+    greeting = cove_host.cove("run", name, "--", "cat", "/tmp/greeting").stdout
+    assert greeting == 'hello world 100% $HOME "q"\n'
+    run_env = cove_host.cove("run", name, "--", "sh", "-c", 'echo "$GREETING"').stdout
+    assert run_env == 'hello world 100% $HOME "q"\n'
+    assert cove_host.cove("run", name, "--", "cat", "/data/in").stdout == "from host\n"
+    cove_host.cove("run", name, "--", "sh", "-c", "echo back > /data/out", check=True)
+    assert (data / "out").read_text() == "back\n"
+    denied = cove_host.cove("run", name, "--", "touch", "/ro/x")
+    assert denied.returncode != 0
+    assert "Read-only file system" in denied.stderr
+    mounts = cove_host.cove("run", name, "--", "cat", "/proc/mounts").stdout
+    assert any(line.split()[1:3] == ["/scratch", "tmpfs"] for line in mounts.splitlines())
+
+
+def test_missing_bind_source_fails_before_anything_starts(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("nobind")
+    cove_host.write(
+        app(cove_host, "nobind", busybox_image, extra=f"""
+        [containers.{name}.bind-mounts."/data"]
+        host-path = "{cove_host.root}/absent"
+        """)
+    )  # fmt: skip
+    before = cove_host.snapshot()
+    result = cove_host.cove("start", name)
+    assert result.returncode == 1
+    assert f"cove: cannot start {name}: {cove_host.root}/absent does not exist" in result.stderr
+    assert before.difference(cove_host.snapshot()) == {}
+    assert not (cove_host.root / "log").exists()
+
+
+def test_second_start_is_a_no_op(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("twice")
+    cove_host.write(app(cove_host, "twice", busybox_image))
+    first = cove_host.cove("start", name, check=True)
+    second = cove_host.cove("start", name, check=True)
+    assert f"{name}: already running" in second.stdout
+    leader = first.stdout.split("leader PID ")[1].rstrip(")\n")
+    assert f"leader PID {leader})" in second.stdout
+    group = cgroups.Group(f"cove-test-{cove_host.tag}/{name}")
+    sleepers = [p for p in group.pids() if _cmdline(p).startswith("sleep")]
+    assert len(sleepers) == 1
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_command_ignoring_sigterm_is_killed_after_timeout(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("stubborn")
+    command = '["/bin/sh", "-c", "trap \\"\\" TERM; while :; do sleep 0.1; done"]'
+    cove_host.write(app(cove_host, "stubborn", busybox_image, "timeout-stop-sec = 1", command))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("stop", name, check=True)
+    assert "still running 1s after stop; killing it" in cove_host.log(name)
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert not cgroups.Group(f"cove-test-{cove_host.tag}/{name}").exists()
+
+
+def test_command_handling_sigterm_stops_cleanly(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("polite")
+    command = '["/bin/sh", "-c", "trap \\"echo got TERM; exit 0\\" TERM; while :; do sleep 0.1; done"]'
+    cove_host.write(app(cove_host, "polite", busybox_image, "timeout-stop-sec = 30", command))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("stop", name, check=True)
+    log = cove_host.log(name)
+    assert "got TERM" in log
+    assert "container exited with status 0" in log
+    assert "killing it" not in log
+
+
+def test_killed_supervisor_is_reported_and_cleaned_up(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("orphan")
+    cove_host.write(app(cove_host, "orphan", busybox_image, "timeout-stop-sec = 5"))
+    (cove_host.root / "state").mkdir()
+    (cove_host.root / "run").mkdir()
+    before = cove_host.snapshot()
+    cove_host.cove("start", name, check=True)
+    status = json.loads((cove_host.root / "run" / name / "status.json").read_text())
+    os.kill(status["supervisor"], signal.SIGKILL)
+    _wait(lambda: not Path(f"/proc/{status['supervisor']}").exists())
+    result = cove_host.cove("status", name)
+    assert result.stdout == "orphaned\n"
+    assert f"`cove stop {name}` cleans it up" in result.stderr
+    listed = json.loads(cove_host.cove("list", "--json").stdout)
+    assert listed["containers"][0]["state"] == "orphaned"
+    assert cove_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert not _alive(status["nspawn"])
+    after = cove_host.snapshot()
+    # The persistent container's upper layer stays; nothing else may.
+    diff = before.difference(after)
+    assert set(diff) <= {"files"}
+    assert all(f"state/containers/{name}" in line for line in diff.get("files", []))
+
+
+def test_start_after_orphan_takes_over(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("retake")
+    cove_host.write(app(cove_host, "retake", busybox_image, "timeout-stop-sec = 5"))
+    cove_host.cove("start", name, check=True)
+    status = json.loads((cove_host.root / "run" / name / "status.json").read_text())
+    os.kill(status["supervisor"], signal.SIGKILL)
+    _wait(lambda: not Path(f"/proc/{status['supervisor']}").exists())
+    restarted = cove_host.cove("start", name, check=True)
+    assert f"{name}: started" in restarted.stdout
+    assert not _alive(status["nspawn"])
+    assert cove_host.cove("run", name, "--", "true").returncode == 0
+
+
+def test_failing_command_reports_its_output(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("fails")
+    command = '["/bin/sh", "-c", "echo something broke; exit 3"]'
+    cove_host.write(app(cove_host, "fails", busybox_image, command=command))
+    result = cove_host.cove("start", name)
+    # The command starts (ready) and then exits: start succeeds, the container is down after.
+    if result.returncode == 0:
+        _wait(lambda: cove_host.cove("status", name).stdout == "down\n")
+        assert "something broke" in cove_host.log(name)
+    else:
+        assert "something broke" in result.stderr
+
+
+def test_list_and_status_json(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("json")
+    cove_host.write(app(cove_host, "json", busybox_image, "ephemeral = true"))
+    cove_host.cove("start", name, check=True)
+    status = json.loads(cove_host.cove("status", name, "--json").stdout)
+    assert status["version"] == 1
+    assert status["state"] == "up"
+    assert status["root"] == "ephemeral"
+    assert isinstance(status["leader"], int)
+    assert Path(f"/proc/{status['leader']}").exists()
+    table = cove_host.cove("list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "ROOT", "BOOT", "IMAGE"]
+    assert table[1].split() == [name, "up", "ephemeral", "no", str(busybox_image)]
+    gone = cove_host.cove("status", "nothere")
+    assert (gone.returncode, gone.stdout) == (3, "gone\n")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for whoever inherited it to reap it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def _wait(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)

@@ -109,8 +109,8 @@ def test_all_errors_reported_at_once() -> None:
         f"{FILE}: network: unknown table; expected [host] or [containers.NAME]",
         f"{FILE}: containers.web.imgae: unknown key; did you mean 'image'?",
         f"{FILE}: containers.web.boot: expected true or false, got a string ('yes')",
-        f'{FILE}: containers.web.timeout-stop-sec: expected a positive number of seconds or a '
-        f"time span such as \"90s\" or \"2min\", got a string ('soon')",
+        f"{FILE}: containers.web.timeout-stop-sec: expected a positive number of seconds or a "
+        f'time span such as "90s" or "2min", got a string (\'soon\')',
         f'{FILE}: containers.web.bind-mounts."/data".host-path: expected an absolute path, got '
         "'relative/path'",
         f"{FILE}: containers.db_1: '_' is not allowed in a container name (machined rejects it);"

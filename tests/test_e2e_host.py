@@ -1,0 +1,106 @@
+"""Real containers on the host image (`image = "host"`): the host's /usr, a generated /etc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cove import cgroups
+from tests.conftest import Host
+
+pytestmark = pytest.mark.e2e
+
+
+def _os_release_field(text: str, key: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1].strip('"')
+    raise AssertionError(f"{key} missing from os-release:\n{text}")
+
+
+def test_booted_host_container_runs_systemd_with_nothing_failed(cove_host: Host) -> None:
+    name = cove_host.name("web")
+    cove_host.write(f"[containers.{name}]\n")
+    started = cove_host.cove("start", name, check=True)
+    assert f"{name}: started (leader PID " in started.stdout
+    assert cove_host.cove("status", name).stdout == "up\n"
+
+    # READY comes from the guest's systemd (--notify-ready=yes): boot has finished.
+    state = cove_host.cove("run", name, "--", "systemctl", "is-system-running")
+    assert (state.stdout, state.returncode) == ("running\n", 0), state.stderr
+    failed = cove_host.cove("run", name, "--", "systemctl", "--failed", "--no-legend", "--plain")
+    assert failed.stdout == ""
+    pid1 = cove_host.cove("run", name, "--", "cat", "/proc/1/comm")
+    assert pid1.stdout == "systemd\n"
+
+    guest = cove_host.cove("run", name, "--", "cat", "/etc/os-release", check=True).stdout
+    host = Path("/usr/lib/os-release").read_text()
+    assert _os_release_field(guest, "PRETTY_NAME") == _os_release_field(host, "PRETTY_NAME")
+    assert cove_host.cove("run", name, "--", "hostname").stdout == f"{name}\n"
+
+    # The host's /usr is shared read-only; the guest's password hashes are not the host's.
+    denied = cove_host.cove("run", name, "--", "touch", "/usr/cove-must-not-exist")
+    assert denied.returncode != 0
+    assert "Read-only file system" in denied.stderr
+    assert not Path("/usr/cove-must-not-exist").exists()
+    shadow = cove_host.cove("run", name, "--", "cat", "/etc/shadow", check=True).stdout
+    assert shadow.startswith("root:*:")
+
+    assert cove_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert not cgroups.Group(f"cove-test-{cove_host.tag}/{name}").exists()
+    assert not (cove_host.root / "run" / name).exists()
+
+
+def test_each_container_gets_its_own_machine_id(cove_host: Host) -> None:
+    a, b = cove_host.name("ida"), cove_host.name("idb")
+    cove_host.write(f"[containers.{a}]\nephemeral = true\n[containers.{b}]\nephemeral = true\n")
+    cove_host.cove("start", a, b, check=True)
+    ids = [
+        cove_host.cove("run", n, "--", "cat", "/etc/machine-id", check=True).stdout.strip()
+        for n in (a, b)
+    ]
+    assert all(len(i) == 32 for i in ids), ids
+    assert ids[0] != ids[1]
+    assert Path("/etc/machine-id").read_text().strip() not in ids
+
+
+def test_ephemeral_host_container_forgets_and_leaves_no_trace(cove_host: Host) -> None:
+    name = cove_host.name("eph")
+    cove_host.write(f"[containers.{name}]\nephemeral = true\n")
+    for d in ("state", "run"):
+        (cove_host.root / d).mkdir()
+    before = cove_host.snapshot()
+
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "echo scratch > /root/file", check=True)
+    assert cove_host.cove("run", name, "--", "cat", "/root/file").stdout == "scratch\n"
+    assert before.difference(cove_host.snapshot()), "the snapshot must see a running container"
+
+    cove_host.cove("restart", name, check=True)
+    gone = cove_host.cove("run", name, "--", "cat", "/root/file")
+    assert gone.returncode == 1
+    assert "No such file" in gone.stderr
+    running = cove_host.cove("run", name, "--", "systemctl", "is-system-running")
+    assert running.stdout == "running\n"
+
+    cove_host.cove("stop", name, check=True)
+    assert before.difference(cove_host.snapshot()) == {}
+
+
+def test_host_image_runs_a_single_command(cove_host: Host) -> None:
+    name = cove_host.name("cmd")
+    cove_host.write(f"""
+        [containers.{name}]
+        boot = false
+        command = ["/bin/sleep", "infinity"]
+        ephemeral = true
+        """)
+    cove_host.cove("start", name, check=True)
+    ps = cove_host.cove("run", name, "--", "cat", "/proc/2/cmdline", check=True)
+    assert ps.stdout.split("\0")[:2] == ["/bin/sleep", "infinity"]
+    whoami = cove_host.cove("run", name, "--", "id", "-un")
+    assert (whoami.returncode, whoami.stdout) == (0, "root\n")
+    cove_host.cove("stop", name, check=True)
+    assert cove_host.cove("status", name).stdout == "down\n"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,54 +16,17 @@ import pytest
 from cove import cgroups
 from cove.model import HostConfig
 from cove.traces import Snapshot, snapshot
+from tests.images import busybox_tree
 
 CACHE = Path(os.environ.get("COVE_TEST_CACHE", "/var/cache/cove-test"))
 WORK = Path(os.environ.get("COVE_TEST_WORK", "/var/tmp/cove-tests"))
 COVE = [sys.executable, "-m", "cove"]
 
 
-def _build_once(target: Path, build: object) -> Path:
-    """Build `target` once per machine: in a temporary directory, renamed into place under a
-    lock, so concurrent test workers and interrupted runs never see half a tree."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists():
-            return target
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build(tmp)  # type: ignore[operator]
-        os.rename(tmp, target)
-    return target
-
-
-def _make_busybox(root: Path) -> None:
-    busybox = shutil.which("busybox")
-    assert busybox, "busybox-static is not installed"
-    for d in ("bin", "usr/lib", "etc", "proc", "sys", "dev", "run", "tmp", "var", "root"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin/busybox")
-    applets = subprocess.run(
-        [busybox, "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "usr/lib/os-release").write_text('ID=busybox\nNAME="BusyBox"\n')
-    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\n")
-    os.chmod(root / "tmp", 0o1777)
-
-
 @pytest.fixture(scope="session")
 def busybox_image() -> Path:
     """A busybox root built from the machine's busybox-static, cached on the machine."""
-    busybox = shutil.which("busybox") or "busybox"
-    key = f"{os.stat(busybox).st_size}-{int(os.stat(busybox).st_mtime)}"
-    return _build_once(CACHE / f"busybox-{key}", _make_busybox)
+    return busybox_tree(CACHE)
 
 
 @dataclass

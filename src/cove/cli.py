@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self._config: Config | None = None
+        self._facts: HostFacts | None = None
 
     @property
     def config(self) -> Config:
@@ -44,9 +44,11 @@ class Context:
             ) from None
 
     def facts(self) -> HostFacts:
-        from cove.host import probe
+        if self._facts is None:
+            from cove.host import probe
 
-        return probe(self.config.host)
+            self._facts = probe(self.config.host)
+        return self._facts
 
     def render(self, name: str) -> Render:
         from cove.render import render
@@ -259,7 +261,7 @@ def cmd_exec(ctx: Context) -> int:
 
     a = ctx.args
     layout = RootLayout(
-        a.root, tuple(a.lower), a.upper, a.work, a.scratch, a.scratch_size, a.host_usr, a.base
+        a.root, tuple(a.lower), a.upper, a.work, a.scratch, a.scratch_size, a.host_usr
     )
     argv = list(a.argv[1:] if a.argv[:1] == ["--"] else a.argv)
     rootfs.assemble(layout)
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     json_flag(verb("options", cmd_options, "list every container key with type and default"))
     p = verb("__exec", cmd_exec, None)
-    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--base"):
+    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size"):
         p.add_argument(flag)
     p.add_argument("--lower", action="append", default=[])
     p.add_argument("--host-usr", action="store_true")
@@ -346,11 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    if args.debug:
+        from cove import proc
+
+        proc.DEBUG = True
     ctx = Context(args)
     try:
         code: int = args.func(ctx)

@@ -19,7 +19,6 @@ from cove import cgroups, proc
 from cove.errors import CoveError, NotRunning
 from cove.render import HostFacts, Render
 from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_tree
-from cove.supervisor import log_path, open_log, supervise
 
 NSENTER = "/usr/bin/nsenter"
 
@@ -66,6 +65,8 @@ def check_start(r: Render) -> None:
 
 def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     """Start the container and return once it is ready: (started now, leader PID)."""
+    from cove.supervisor import log_path, open_log, supervise
+
     check_start(r)
     c = r.container
     runtime = RuntimeDir(facts.host, c.name)

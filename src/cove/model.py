@@ -52,6 +52,15 @@ class HostConfig:
     unit_dir: str = "/etc/systemd/system"
     cgroup: str = "cove"
 
+    @property
+    def image_store(self) -> PurePosixPath:
+        return PurePosixPath(self.state_dir, "images")
+
+    @property
+    def host_base(self) -> PurePosixPath:
+        """Link to the current generated root of `image = "host"` in the image store."""
+        return self.image_store / "host"
+
     def container_state(self, name: str) -> PurePosixPath:
         return PurePosixPath(self.state_dir, "containers", name)
 

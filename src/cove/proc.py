@@ -3,15 +3,21 @@ copy-pasteable line under --debug (DESIGN §3)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-log = logging.getLogger("cove")
+# Set by `cove --debug`: every command is written to stderr as a line one can paste.
+DEBUG = False
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def debug(line: str) -> None:
+    if DEBUG:
+        print(line, file=sys.stderr, flush=True)
 
 
 def clean_env(extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
@@ -37,7 +43,7 @@ def run(
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full_env = dict(env) if env is not None else clean_env()
-    log.debug("+ %s", command_line(argv, full_env))
+    debug("+ " + command_line(argv, full_env))
     return subprocess.run(
         list(argv),
         env=full_env,
@@ -52,5 +58,5 @@ def run(
 def execve(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """Replace this process (used where stdin, the terminal and the exit code must pass
     through untouched)."""
-    log.debug("+ exec %s", command_line(argv, env))
+    debug("+ exec " + command_line(argv, env))
     os.execve(argv[0], list(argv), dict(env))

@@ -40,7 +40,10 @@ class RootLayout:
     scratch: str | None = None
     scratch_size: str | None = None
     host_usr: bool = False
+    # image = "host": `base` is this container's own layer (hostname, hosts) and `host_base`
+    # the link to the /etc tree generated from the host's, shared by all such containers.
     base: str | None = None
+    host_base: str | None = None
 
     def to_args(self) -> list[str]:
         args = [
@@ -53,8 +56,6 @@ class RootLayout:
             args += [f"--scratch={self.scratch}", f"--scratch-size={self.scratch_size}"]
         if self.host_usr:
             args.append("--host-usr")
-        if self.base:
-            args.append(f"--base={self.base}")
         return args
 
 
@@ -72,7 +73,8 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
     runtime = host.container_runtime(c.name)
     state = host.container_state(c.name)
     base = str(runtime / "base") if c.host_image else None
-    lower = (base,) if base else (c.image,)
+    host_base = str(host.host_base) if c.host_image else None
+    lower = (base, host_base) if base and host_base else (c.image,)
     if c.ephemeral:
         scratch = runtime / "scratch"
         return RootLayout(
@@ -84,6 +86,7 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
             c.ephemeral_size,
             c.host_image,
             base,
+            host_base,
         )
     return RootLayout(
         str(runtime / "root"),
@@ -92,6 +95,7 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
         str(state / "work"),
         host_usr=c.host_image,
         base=base,
+        host_base=host_base,
     )
 
 

@@ -3,8 +3,10 @@ namespace just before nspawn runs, so no mount outlives the container (DESIGN §
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from cove import syscalls
@@ -73,10 +75,65 @@ EMPTY_DIRS = (
 )
 
 
-def write_host_base(base: Path, name: str, resolv_conf: bool = True) -> None:
+HOST_BASE_VERSION = 1  # bump when the generated tree changes shape
+
+
+def host_base_key() -> str:
+    """Identity of the generated host root: everything it is made of, read by lstat only, so
+    an edit of any copied /etc file (or a package changing /etc/alternatives) makes a new one."""
+    import hashlib
+
+    digest = hashlib.sha256(f"cove host base {HOST_BASE_VERSION}\n".encode())
+
+    def add(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+        line = f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_uid}\0{target}\n"
+        digest.update(line.encode(errors="surrogateescape"))
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as entries:
+                for name in sorted(e.name for e in entries):
+                    add(os.path.join(path, name))
+
+    for link in MERGED_USR:
+        add(f"/{link}")
+    for entry in HOST_ETC:
+        add(f"/etc/{entry}")
+    return digest.hexdigest()[:16]
+
+
+def ensure_host_base(link: Path) -> Path:
+    """Point `link` at the generated root for the host's current /etc, building it once.
+
+    Each tree is immutable once renamed into place; a running container keeps the tree it
+    was mounted with even when the link moves on (overlayfs resolves it at mount time)."""
+    target = link.with_name(f"host-{host_base_key()}")
+    if not target.is_dir():
+        link.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = link.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            write_host_base(tmp)
+            os.rename(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():  # not merely lost a race with a concurrent start
+                raise
+    with contextlib.suppress(FileNotFoundError):
+        if os.readlink(link) == target.name:
+            return target
+    tmp_link = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp_link.unlink()
+    tmp_link.symlink_to(target.name)
+    os.replace(tmp_link, link)
+    return target
+
+
+def write_host_base(base: Path) -> None:
     """A minimal root that, with the host's /usr mounted on it, boots the host's systemd."""
-    if base.exists():
-        shutil.rmtree(base)
     base.mkdir(mode=0o755, parents=True)
     for link in MERGED_USR:
         host = Path("/", link)
@@ -101,13 +158,20 @@ def write_host_base(base: Path, name: str, resolv_conf: bool = True) -> None:
         elif source.is_dir():
             shutil.copytree(source, etc / entry, symlinks=True)
     _write_locked_shadow(etc)
+    # Empty: systemd derives a fresh machine ID from the container UUID (DESIGN §6).
+    (etc / "machine-id").write_text("")
+    (etc / "os-release").symlink_to("../usr/lib/os-release")
+
+
+def write_container_layer(layer: Path, name: str, resolv_conf: bool = True) -> None:
+    """What differs between containers on the host image, laid over the shared root."""
+    shutil.rmtree(layer, ignore_errors=True)
+    etc = layer / "etc"
+    etc.mkdir(mode=0o755, parents=True)
     (etc / "hostname").write_text(f"{name}\n")
     (etc / "hosts").write_text(
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
     )
-    # Empty: systemd derives a fresh machine ID from the container UUID (DESIGN §6).
-    (etc / "machine-id").write_text("")
-    (etc / "os-release").symlink_to("../usr/lib/os-release")
     if resolv_conf and Path("/etc/resolv.conf").exists():
         shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")
 
@@ -132,8 +196,10 @@ def _write_locked_shadow(etc: Path) -> None:
 def prepare(layout: RootLayout, name: str) -> None:
     """Directories and files the layout needs, made before the private namespace exists."""
     Path(layout.root).mkdir(parents=True, exist_ok=True)
+    if layout.host_base:
+        ensure_host_base(Path(layout.host_base))
     if layout.base:
-        write_host_base(Path(layout.base), name)
+        write_container_layer(Path(layout.base), name)
     if layout.scratch:
         Path(layout.scratch).mkdir(parents=True, exist_ok=True)
     else:

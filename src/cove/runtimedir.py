@@ -92,12 +92,12 @@ class RuntimeDir:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Readers see the old or the new text, never half. No fsync: runtime state is meant to
+    vanish with a reboot, and a start must not wait for the disk."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

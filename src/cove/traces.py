@@ -34,9 +34,11 @@ class Snapshot:
         return diff
 
 
-def _walk(top: str) -> set[str]:
+def _walk(top: str, skip: str = "") -> set[str]:
+    """Every path below `top`, leaving out `skip` and what is below it."""
     found: set[str] = set()
     for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) != skip]
         found.update(os.path.join(root, n) for n in dirs + files)
     return found
 
@@ -52,9 +54,8 @@ def snapshot(host: HostConfig, names: list[str]) -> Snapshot:
         if top.is_dir():
             groups.add(str(top))
             groups.update(str(p) for p in top.rglob("*") if p.is_dir())
-    files: set[str] = set()
-    for d in dirs:
-        files |= _walk(d)
+    # The image store holds shared images, not traces of any one container.
+    files = {f for d in dirs for f in _walk(d, skip=str(host.image_store))}
     netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     links = set(os.listdir("/sys/class/net"))
     nspawn = {str(p) for p in _walk(str(NSPAWN_RUN)) if any(n in p for n in names)}

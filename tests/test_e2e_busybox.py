@@ -100,6 +100,10 @@ def test_ephemeral_leaves_no_trace(cove_host: Host, busybox_image: Path) -> None
     assert before.difference(during), "the snapshot must see a running container"
     cove_host.cove("stop", name, check=True)
     assert before.difference(cove_host.snapshot()) == {}
+    # Killed rather than stopped: still nothing left.
+    cove_host.cove("start", name, check=True)
+    assert cove_host.cove("terminate", name, check=True).stdout == f"{name}: stopped\n"
+    assert before.difference(cove_host.snapshot()) == {}
 
 
 def test_environment_bind_mounts_and_tmpfs(cove_host: Host, busybox_image: Path) -> None:
@@ -240,17 +244,65 @@ def test_start_after_orphan_takes_over(cove_host: Host, busybox_image: Path) -> 
     assert cove_host.cove("run", name, "--", "true").returncode == 0
 
 
-def test_failing_command_reports_its_output(cove_host: Host, busybox_image: Path) -> None:
+def test_command_that_exits_at_once_leaves_its_output_in_the_log(
+    cove_host: Host, busybox_image: Path
+) -> None:
     name = cove_host.name("fails")
     command = '["/bin/sh", "-c", "echo something broke; exit 3"]'
     cove_host.write(app(cove_host, "fails", busybox_image, command=command))
+    # Ready means the command started; it then exits and the container is down.
+    cove_host.cove("start", name, check=True)
+    _wait(lambda: cove_host.cove("status", name).stdout == "down\n")
+    assert "something broke" in cove_host.log(name)
+    assert "container exited with status 3" in cove_host.log(name)
+    assert not (cove_host.root / "run" / name).exists()
+
+
+def test_guest_never_ready_fails_after_timeout_with_its_last_output(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("slow")
+    # An init that never tells nspawn it is ready: the start must give up and clean up.
+    sbin = cove_host.root / "sbin"
+    sbin.mkdir()
+    (sbin / "init").write_text("#!/bin/sh\necho guest is still busy\nexec sleep 1000\n")
+    (sbin / "init").chmod(0o755)
+    cove_host.write(f"""
+        [containers.{name}]
+        image = "{busybox_image}"
+        ephemeral = true
+        timeout-start-sec = "1500ms"
+        timeout-stop-sec = 2
+        [containers.{name}.bind-mounts."/sbin"]
+        host-path = "{sbin}"
+        """)
+    for d in ("state", "run"):
+        (cove_host.root / d).mkdir()
+    before = cove_host.snapshot()
     result = cove_host.cove("start", name)
-    # The command starts (ready) and then exits: start succeeds, the container is down after.
-    if result.returncode == 0:
-        _wait(lambda: cove_host.cove("status", name).stdout == "down\n")
-        assert "something broke" in cove_host.log(name)
-    else:
-        assert "something broke" in result.stderr
+    assert result.returncode == 1
+    assert f"cove: {name} failed to start: not ready after 1.5s (timeout-start-sec)" in (
+        result.stderr
+    )
+    assert "hint: full console log: " in result.stderr
+    assert "guest is still busy" in result.stderr, "the guest's last output is shown"
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert before.difference(cove_host.snapshot()) == {}
+
+
+def test_root_login_gives_a_root_shell(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("login")
+    cove_host.write(app(cove_host, "login", busybox_image))
+    cove_host.cove("start", name, check=True)
+    shell = cove_host.cove("root-login", name, input="id -u; echo $HOME; exit 4\n")
+    assert (shell.returncode, shell.stdout) == (4, "0\n/root\n")
+    cove_host.cove("stop", name, check=True)
+    down = cove_host.cove("root-login", name)
+    assert (down.returncode, down.stderr.splitlines()[0]) == (
+        125,
+        f"cove: {name}: it is not running",
+    )
+    assert cove_host.cove("root-login", "undeclared").returncode == 3
 
 
 def test_list_and_status_json(cove_host: Host, busybox_image: Path) -> None:

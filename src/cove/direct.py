@@ -18,7 +18,7 @@ from typing import Any
 from cove import cgroups, proc
 from cove.errors import CoveError, NotRunning
 from cove.render import HostFacts, Render
-from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_tree
+from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_nspawn_leftovers, remove_tree
 
 NSENTER = "/usr/bin/nsenter"
 
@@ -180,6 +180,7 @@ def _reap_orphan(facts: HostFacts, name: str, runtime: RuntimeDir, grace: float)
     group.wait_empty(10)
     group.remove()
     cgroups.Group(facts.host.cgroup).remove_if_empty()
+    remove_nspawn_leftovers(name)
     for entry in list(runtime.path.iterdir()) if runtime.path.is_dir() else []:
         remove_tree(entry)
 

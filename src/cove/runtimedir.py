@@ -91,6 +91,16 @@ class RuntimeDir:
         write_atomic(self.status_file, json.dumps(status, sort_keys=True) + "\n")
 
 
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
+
+
+def remove_nspawn_leftovers(name: str) -> None:
+    """nspawn removes its per-machine propagation directory only when it exits cleanly; after a
+    kill it stays. It is empty by then, and rmdir never removes anything else."""
+    with contextlib.suppress(OSError):
+        (NSPAWN_PROPAGATE / name).rmdir()
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Readers see the old or the new text, never half. No fsync: runtime state is meant to
     vanish with a reboot, and a start must not wait for the disk."""

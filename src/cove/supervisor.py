@@ -22,7 +22,7 @@ from typing import Any
 
 from cove import cgroups, proc, rootfs, syscalls
 from cove.render import HostFacts, Render
-from cove.runtimedir import RuntimeDir, remove_tree
+from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers, remove_tree
 
 REBOOT_EXIT = 133
 LOG_TAIL = 20
@@ -324,6 +324,7 @@ class Supervisor:
         cgroups.Group("").join(me)
         self.group.remove()
         cgroups.Group(self.facts.host.cgroup).remove_if_empty()
+        remove_nspawn_leftovers(self.c.name)
         with contextlib.suppress(OSError):
             remove_tree(self.runtime.path)
         for conn in self.waiters:

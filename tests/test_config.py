@@ -10,7 +10,7 @@ import pytest
 
 from cove.config import config_path, parse_config
 from cove.errors import ConfigError
-from cove.model import Backend, BindMount
+from cove.model import AllowedDevice, Backend, BindMount
 
 FILE = "/etc/cove/cove.toml"
 
@@ -200,3 +200,88 @@ def test_missing_config_file_is_a_usage_error(tmp_path) -> None:  # type: ignore
     )
     assert result.returncode == 2
     assert "nope.toml: no such config file" in result.stderr
+
+
+def test_security_and_lifecycle_keys_parse() -> None:
+    c = parse("""
+        [containers.c]
+        auto-start = true
+        restart-if-changed = false
+        additional-capabilities = ["CAP_NET_ADMIN", "all"]
+        allowed-devices = [{ node = "/dev/fuse", modifier = "rw" }, { node = "block-loop" }]
+        enable-tun = true
+        private-users = "pick"
+        copy-resolv-conf = false
+        extra-flags = ["--setenv=A=b c", "--bind-ro=/srv/x:/x", "-E", "--property=CPUQuota=5%"]
+        """).containers["c"]
+    assert (c.auto_start, c.restart_if_changed, c.enable_tun, c.copy_resolv_conf) == (
+        True, False, True, False,
+    )  # fmt: skip
+    assert c.additional_capabilities == ("CAP_NET_ADMIN", "all")
+    assert c.allowed_devices == (
+        AllowedDevice("/dev/fuse", "rw"),
+        AllowedDevice("block-loop", "rwm"),
+    )
+    assert c.private_users == "pick"
+    assert c.extra_flags == (
+        "--setenv=A=b c",
+        "--bind-ro=/srv/x:/x",
+        "-E",
+        "--property=CPUQuota=5%",
+    )
+    assert parse("[containers.c]\nprivate-users = 524288\n").containers["c"].private_users == (
+        "524288"
+    )
+
+
+def test_new_keys_default_as_nixos() -> None:
+    c = parse("[containers.web]\n").containers["web"]
+    assert (c.auto_start, c.restart_if_changed, c.enable_tun, c.copy_resolv_conf) == (
+        False, True, False, True,
+    )  # fmt: skip
+    assert (c.additional_capabilities, c.allowed_devices, c.extra_flags) == ((), (), ())
+    assert c.private_users == "no"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('additional-capabilities = ["NET_ADMIN"]', "containers.c.additional-capabilities[0]: "
+         "expected a capability name such as CAP_NET_ADMIN, or all, got 'NET_ADMIN'; did you "
+         "mean 'CAP_NET_ADMIN'?"),
+        ('additional-capabilities = ["CAP_FLY"]', "containers.c.additional-capabilities[0]: "
+         "expected a capability name"),
+        ('allowed-devices = [{ node = "/dev/fuse", modifier = "rwx" }]',
+         "containers.c.allowed-devices[0].modifier: expected a combination of r, w and m, got "
+         "'rwx'"),
+        ('allowed-devices = [{ node = "/dev/fuse", modifier = "rr" }]',
+         "containers.c.allowed-devices[0].modifier: expected a combination of r, w and m"),
+        ('allowed-devices = [{ node = "fuse" }]', "containers.c.allowed-devices[0].node: "
+         "expected a device path under /dev/ or char-NAME / block-NAME, got 'fuse'"),
+        ('allowed-devices = [{ modifier = "r" }]', "containers.c.allowed-devices[0].node: "
+         "missing; expected a device path such as /dev/fuse"),
+        ('allowed-devices = [{ node = "/dev/a", mode = "r" }]',
+         "containers.c.allowed-devices[0].mode: unknown key; expected node, modifier"),
+        ('allowed-devices = "/dev/fuse"', "containers.c.allowed-devices: expected a list of "
+         "{ node, modifier }"),
+        ('private-users = "yes"', 'containers.c.private-users: expected "no", "identity", '
+         '"pick" or a first UID from 0 to 4294901760, got a string (\'yes\')'),
+        ("private-users = -1", "containers.c.private-users: expected"),
+        ("private-users = true", "containers.c.private-users: expected"),
+        ('extra-flags = ["--bind", "/a:/b"]', "containers.c.extra-flags[1]: expected a "
+         "systemd-nspawn option such as --option=value, got '/a:/b'"),
+        ('extra-flags = ["--machine=other"]', "containers.c.extra-flags[0]: --machine is set "
+         "by cove; use the container's name instead"),
+        ('extra-flags = ["-D/srv/x"]', "containers.c.extra-flags[0]: -D is set by cove; "
+         "use image instead"),
+        ('extra-flags = ["--capability=CAP_X"]', "containers.c.extra-flags[0]: --capability is "
+         "set by cove; use additional-capabilities instead"),
+        ('extra-flags = ["--x\\ny"]', "containers.c.extra-flags[0]: control characters"),
+        ('auto-start = "yes"', "containers.c.auto-start: expected true or false"),
+        ("copy-resolv-conf = 0", "containers.c.copy-resolv-conf: expected true or false"),
+    ],
+)  # fmt: skip
+def test_bad_security_values(toml: str, message: str) -> None:
+    found = errors(f"[containers.c]\n{toml}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{FILE}: {message}"), found[0]

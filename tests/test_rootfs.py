@@ -44,8 +44,8 @@ def test_a_stale_link_moves_to_the_current_tree(tmp_path: Path) -> None:
 
 def test_container_layer_names_the_container(tmp_path: Path) -> None:
     layer = tmp_path / "base"
-    rootfs.write_container_layer(layer, "web", resolv_conf=False)
+    rootfs.write_container_layer(layer, "web")
     assert (layer / "etc/hostname").read_text() == "web\n"
     assert "127.0.1.1\tweb" in (layer / "etc/hosts").read_text()
-    rootfs.write_container_layer(layer, "db", resolv_conf=False)
+    rootfs.write_container_layer(layer, "db")
     assert (layer / "etc/hostname").read_text() == "db\n"

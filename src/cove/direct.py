@@ -50,6 +50,13 @@ def observe(facts: HostFacts, name: str) -> Observed:
 
 def check_start(r: Render) -> None:
     """Problems found before anything is created on the host."""
+    if r.unsupported:
+        c = r.container
+        raise CoveError(
+            f"cannot start {c.name}: not supported yet: {', '.join(r.unsupported)}",
+            hint=f"`cove render {c.name}` shows what they will do; remove them from "
+            f"containers.{c.name} in {c.source} to start it now",
+        )
     missing = [p for p in r.required_paths if not os.path.exists(p)]
     if missing:
         c = r.container

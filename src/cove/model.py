@@ -21,6 +21,12 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class AllowedDevice:
+    node: str
+    modifier: str
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str = "host"
@@ -33,6 +39,14 @@ class Container:
     environment: tuple[tuple[str, str], ...] = ()
     timeout_start_sec: float = 60.0
     timeout_stop_sec: float = 90.0
+    auto_start: bool = False
+    restart_if_changed: bool = True
+    additional_capabilities: tuple[str, ...] = ()
+    allowed_devices: tuple[AllowedDevice, ...] = ()
+    enable_tun: bool = False
+    private_users: str = "no"
+    extra_flags: tuple[str, ...] = ()
+    copy_resolv_conf: bool = True
     source: str = ""
 
     @property

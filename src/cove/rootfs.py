@@ -163,7 +163,7 @@ def write_host_base(base: Path) -> None:
     (etc / "os-release").symlink_to("../usr/lib/os-release")
 
 
-def write_container_layer(layer: Path, name: str, resolv_conf: bool = True) -> None:
+def write_container_layer(layer: Path, name: str) -> None:
     """What differs between containers on the host image, laid over the shared root."""
     shutil.rmtree(layer, ignore_errors=True)
     etc = layer / "etc"
@@ -172,8 +172,6 @@ def write_container_layer(layer: Path, name: str, resolv_conf: bool = True) -> N
     (etc / "hosts").write_text(
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
     )
-    if resolv_conf and Path("/etc/resolv.conf").exists():
-        shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")
 
 
 def _write_locked_shadow(etc: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cove.errors import Diagnostic
-from cove.model import Backend, BindMount
+from cove.model import AllowedDevice, Backend, BindMount
 from cove.timespan import format_timespan, parse_timespan
 
 
@@ -212,6 +212,141 @@ def parse_bind_mounts(
     return tuple(mounts) if ok else INVALID
 
 
+CAPABILITIES = frozenset(
+    "CAP_" + name
+    for name in (
+        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
+        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER "
+        "SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE "
+        "SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP "
+        "MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF "
+        "CHECKPOINT_RESTORE"
+    ).split()
+)
+
+
+def parse_capabilities(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
+    items = parse_text_list(value, path, diag)
+    if isinstance(items, _Invalid):
+        return items
+    ok = True
+    for i, item in enumerate(items):
+        if item not in CAPABILITIES and item != "all":
+            near = "CAP_" + item.upper().removeprefix("CAP_")
+            hint = f"; did you mean {near!r}?" if near in CAPABILITIES else ""
+            message = "expected a capability name such as CAP_NET_ADMIN, or all"
+            diag.error(f"{path}[{i}]", f"{message}, got {item!r}{hint}")
+            ok = False
+    return items if ok else INVALID
+
+
+_DEVICE_CLASS = re.compile(r"^(char|block)-[A-Za-z0-9_.*-]+$")
+_MODIFIER = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}$")
+_DEVICE_KEYS = ("node", "modifier")
+
+
+def parse_devices(
+    value: object, path: str, diag: Diagnostics
+) -> tuple[AllowedDevice, ...] | _Invalid:
+    if not isinstance(value, list):
+        return diag.error(path, f"expected a list of {{ node, modifier }}, got {_describe(value)}")
+    devices: list[AllowedDevice] = []
+    before = len(diag.items)
+    for i, entry in enumerate(value):
+        at = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            diag.error(at, f"expected a table {{ node, modifier }}, got {_describe(entry)}")
+            continue
+        for unknown in sorted(set(entry) - set(_DEVICE_KEYS)):
+            diag.error(f"{at}.{key_path(unknown)}", "unknown key; expected node, modifier")
+        if "node" in entry:
+            node = parse_text(entry["node"], f"{at}.node", diag)
+        else:
+            node = diag.error(f"{at}.node", "missing; expected a device path such as /dev/fuse")
+        if isinstance(node, str) and not (
+            (node.startswith("/dev/") and " " not in node) or _DEVICE_CLASS.match(node)
+        ):
+            node = diag.error(
+                f"{at}.node",
+                f"expected a device path under /dev/ or char-NAME / block-NAME, got {node!r}",
+            )
+        modifier = parse_text(entry.get("modifier", "rwm"), f"{at}.modifier", diag)
+        if isinstance(modifier, str) and not _MODIFIER.match(modifier):
+            modifier = diag.error(
+                f"{at}.modifier", f"expected a combination of r, w and m, got {modifier!r}"
+            )
+        if isinstance(node, str) and isinstance(modifier, str):
+            devices.append(AllowedDevice(node, modifier))
+    return tuple(devices) if len(diag.items) == before else INVALID
+
+
+PRIVATE_USERS_MODES = ("no", "identity", "pick")
+MAX_UID_BASE = 2**32 - 2**16
+
+
+def parse_private_users(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    if isinstance(value, str) and value in PRIVATE_USERS_MODES:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_UID_BASE:
+        return str(value)
+    return diag.error(
+        path,
+        f'expected "no", "identity", "pick" or a first UID from 0 to {MAX_UID_BASE}, got '
+        f"{_describe(value)}",
+    )
+
+
+# Flags that cove itself sets and relies on; each has a key of its own, or is cove's job.
+OWNED_FLAGS = {
+    "--directory": "image",
+    "-D": "image",
+    "--image": "image",
+    "-i": "image",
+    "--machine": "the container's name",
+    "-M": "the container's name",
+    "--boot": "boot",
+    "-b": "boot",
+    "--as-pid2": "boot = false",
+    "-a": "boot = false",
+    "--ephemeral": "ephemeral",
+    "-x": "ephemeral",
+    "--volatile": "ephemeral",
+    "--keep-unit": "cove's backend",
+    "--register": "cove's backend",
+    "--notify-ready": "cove's backend",
+    "--kill-signal": "cove's backend",
+    "--link-journal": "cove's backend",
+    "--console": "cove's backend",
+    "--network-namespace-path": "network-namespace",
+    "--private-users": "private-users",
+    "-U": "private-users",
+    "--capability": "additional-capabilities",
+    "--resolv-conf": "copy-resolv-conf",
+}
+
+
+def parse_extra_flags(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
+    items = parse_text_list(value, path, diag)
+    if isinstance(items, _Invalid):
+        return items
+    ok = True
+    for i, flag in enumerate(items):
+        # --long[=value], or a short option with its value attached (-D/srv/x)
+        name = flag.split("=", 1)[0] if flag.startswith("--") else flag[:2]
+        owner = OWNED_FLAGS.get(name)
+        if not flag.startswith("-"):
+            diag.error(
+                f"{path}[{i}]",
+                f"expected a systemd-nspawn option such as --option=value, got {flag!r} "
+                "(each element is one argument: write --bind=/a:/b, not --bind, /a:/b)",
+            )
+            ok = False
+        elif owner:
+            diag.error(f"{path}[{i}]", f"{name} is set by cove; use {owner} instead")
+            ok = False
+    return items if ok else INVALID
+
+
 Parser = Callable[[object, str, Diagnostics], Any]
 
 
@@ -328,6 +463,78 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         90.0,
         parse_seconds,
         "how long a clean stop may take before the container is killed",
+    ),
+    Setting(
+        "auto-start",
+        "auto_start",
+        "boolean",
+        False,
+        parse_bool,
+        "start with the host (the unit is wanted by machines.target) and on `cove apply`",
+        "autoStart",
+    ),
+    Setting(
+        "restart-if-changed",
+        "restart_if_changed",
+        "boolean",
+        True,
+        parse_bool,
+        "`cove apply` restarts the running container when its settings changed",
+        "restartIfChanged",
+    ),
+    Setting(
+        "additional-capabilities",
+        "additional_capabilities",
+        "list of strings",
+        (),
+        parse_capabilities,
+        "capabilities beyond nspawn's default set, such as CAP_NET_ADMIN, or all",
+        "additionalCapabilities",
+    ),
+    Setting(
+        "allowed-devices",
+        "allowed_devices",
+        "list of {node, modifier}",
+        (),
+        parse_devices,
+        "device nodes the container may use (modifier: r, w, m; default rwm)",
+        "allowedDevices",
+    ),
+    Setting(
+        "enable-tun",
+        "enable_tun",
+        "boolean",
+        False,
+        parse_bool,
+        "allow /dev/net/tun and grant CAP_NET_ADMIN (for VPNs)",
+        "enableTun",
+    ),
+    Setting(
+        "private-users",
+        "private_users",
+        'string or integer ("no", "identity", "pick", first UID)',
+        "no",
+        parse_private_users,
+        'user namespacing: container root is not host root unless "no"',
+        "privateUsers",
+    ),
+    Setting(
+        "extra-flags",
+        "extra_flags",
+        "list of strings",
+        (),
+        parse_extra_flags,
+        "more systemd-nspawn options, one argument each (--option=value)",
+        "extraFlags",
+    ),
+    Setting(
+        "copy-resolv-conf",
+        "copy_resolv_conf",
+        "boolean",
+        True,
+        parse_bool,
+        "copy the host's /etc/resolv.conf into the container at each start",
+        "copyResolvConf",
     ),
 )
 

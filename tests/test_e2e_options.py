@@ -1,0 +1,77 @@
+"""Container options beyond the first slice, on real containers (direct backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Host
+from tests.test_e2e_busybox import app
+
+pytestmark = pytest.mark.e2e
+
+CAP_SYS_TIME = 25
+
+
+def _effective_caps(host: Host, name: str) -> int:
+    status = host.cove("run", name, "--", "cat", "/proc/2/status", check=True).stdout
+    line = next(x for x in status.splitlines() if x.startswith("CapEff:"))
+    return int(line.split()[1], 16)
+
+
+def test_extra_flags_and_capabilities_reach_the_command(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    plain, extra = cove_host.name("plain"), cove_host.name("extra")
+    cove_host.write(
+        app(cove_host, "plain", busybox_image)
+        + app(cove_host, "extra", busybox_image, """
+        additional-capabilities = ["CAP_SYS_TIME"]
+        extra-flags = ["--setenv=GREETING=hello world", "--hostname=elsewhere"]
+        """)
+    )  # fmt: skip
+    cove_host.cove("start", plain, extra, check=True)
+    assert not _effective_caps(cove_host, plain) & (1 << CAP_SYS_TIME)
+    assert _effective_caps(cove_host, extra) & (1 << CAP_SYS_TIME)
+    environ = cove_host.cove("run", extra, "--", "cat", "/proc/2/environ", check=True).stdout
+    assert "GREETING=hello world" in environ.split("\0")
+    hostname = cove_host.cove("run", extra, "--", "hostname", check=True).stdout
+    assert hostname == "elsewhere\n"
+
+
+def test_copy_resolv_conf(cove_host: Host, busybox_image: Path) -> None:
+    copied, bare = cove_host.name("dns"), cove_host.name("nodns")
+    cove_host.write(
+        app(cove_host, "dns", busybox_image, "ephemeral = true")
+        + app(cove_host, "nodns", busybox_image, "ephemeral = true\ncopy-resolv-conf = false")
+    )
+    cove_host.cove("start", copied, bare, check=True)
+    inside = cove_host.cove("run", copied, "--", "cat", "/etc/resolv.conf", check=True).stdout
+    assert inside == Path("/etc/resolv.conf").read_text()
+    missing = cove_host.cove("run", bare, "--", "cat", "/etc/resolv.conf")
+    assert missing.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ('allowed-devices = [{ node = "/dev/fuse" }]', "allowed-devices"),
+        ("enable-tun = true", "enable-tun"),
+        ('private-users = "pick"', "private-users"),
+        ('enable-tun = true\nprivate-users = "identity"', "enable-tun, private-users"),
+    ],
+)
+def test_keys_without_a_runtime_refuse_to_start(
+    cove_host: Host, busybox_image: Path, keys: str, named: str
+) -> None:
+    name = cove_host.name("later")
+    cove_host.write(app(cove_host, "later", busybox_image, keys))
+    before = cove_host.snapshot()
+    result = cove_host.cove("start", name)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == f"cove: cannot start {name}: not supported yet: {named}"
+    assert before.difference(cove_host.snapshot()) == {}
+    assert not (cove_host.root / "log").exists()
+    # render still shows what the keys will do
+    assert cove_host.cove("render", name).returncode == 0

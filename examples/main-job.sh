@@ -50,6 +50,8 @@ leftovers() {
     find "$runtime" -mindepth 1 2>/dev/null || true
     find /sys/fs/cgroup -maxdepth 2 -name "$group" 2>/dev/null || true
     find "$state/containers" -mindepth 1 -maxdepth 1 ! -name hello 2>/dev/null || true
+    find /run/systemd/nspawn/propagate -mindepth 1 -maxdepth 1 \( -name hello -o -name scratch \) \
+        2>/dev/null || true
 }
 printf '\n%s# left on the host: mounts, runtime files, cgroups, ephemeral data%s\n' "$bold" "$plain"
 left=$(leftovers)

@@ -285,3 +285,30 @@ def test_bad_security_values(toml: str, message: str) -> None:
     found = errors(f"[containers.c]\n{toml}\n")
     assert len(found) == 1, found
     assert found[0].startswith(f"{FILE}: {message}"), found[0]
+
+
+def test_cli_help_global_options_and_closed_pipes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cove = [sys.executable, "-m", "cove"]
+    helped = subprocess.run([*cove, "--help"], capture_output=True, text=True, check=True)
+    assert "render" in helped.stdout
+    assert "__exec" not in helped.stdout
+    assert "__hook" not in helped.stdout
+    config = tmp_path / "cove.toml"
+    config.write_text("".join(f"[containers.c{i}]\n" for i in range(200)))
+    after = subprocess.run([*cove, "list", "--config", str(config), "--json"], capture_output=True)
+    assert after.returncode == 0, after.stderr
+    # A reader that goes away early: no traceback.
+    render = subprocess.Popen([*cove, "--config", str(config), "render"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    assert render.stdout is not None and render.stderr is not None
+    render.stdout.readline()
+    render.stdout.close()
+    assert render.wait(timeout=30) == 141
+    assert render.stderr.read() == b""
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[x\n")
+    syntax = subprocess.run([*cove, "--config", str(broken), "list"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert syntax.returncode == 2
+    assert "invalid TOML" in syntax.stderr
+    assert "hint" not in syntax.stderr

@@ -336,3 +336,24 @@ def _wait(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-de
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+def test_image_without_usr_is_refused_before_anything_starts(cove_host: Host) -> None:
+    image = cove_host.root / "bare"
+    (image / "bin").mkdir(parents=True)
+    name = cove_host.name("bare")
+    cove_host.write(app(cove_host, "bare", image))
+    result = cove_host.cove("start", name)
+    assert result.returncode == 1
+    assert f"image {image} has no usr/ directory" in result.stderr
+    assert f"hint: create {image}/usr (it may stay empty)" in result.stderr
+    assert not (cove_host.root / "run" / name).exists()
+
+
+def test_debug_prints_the_nspawn_command(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("debug")
+    cove_host.write(app(cove_host, "debug", busybox_image))
+    result = cove_host.cove("start", name, "--debug", check=True)
+    line = next(x for x in result.stderr.splitlines() if x.startswith("+ env -i "))
+    assert f"/usr/bin/systemd-nspawn --keep-unit --register=no --machine={name} " in line
+    assert line.endswith("-- /bin/sh -c 'exec sleep 1000'")

@@ -4,6 +4,7 @@ exit codes; heavy modules are imported inside the verbs that need them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -294,16 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cove", description="Declarative system containers on systemd-nspawn."
     )
     parser.add_argument("--version", action="version", version=f"cove {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file (default: $COVE_CONFIG, else /etc/cove/cove.toml)",
-    )
-    parser.add_argument("--debug", action="store_true", help="log every command cove runs")
+    # Global options work before or after the verb; SUPPRESS keeps a sub-parser's absent
+    # option from overwriting the value given before the verb.
+    common = argparse.ArgumentParser(add_help=False)
+    for p_ in (parser, common):
+        default = None if p_ is parser else argparse.SUPPRESS
+        p_.add_argument(
+            "--config",
+            metavar="FILE",
+            default=default,
+            help="config file (default: $COVE_CONFIG, else /etc/cove/cove.toml)",
+        )
+        p_.add_argument(
+            "--debug",
+            action="store_true",
+            default=False if p_ is parser else argparse.SUPPRESS,
+            help="print every command cove runs, as a line one can paste",
+        )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, func: Verb, help: str | None, **kw: Any) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=help, description=help, **kw)
+        if help is not None:  # internal verbs (no help) stay out of `cove --help`
+            kw["help"] = help
+        sub = verbs.add_parser(name, description=help, parents=[common], **kw)
         sub.set_defaults(func=func)
         return sub
 
@@ -364,3 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_FAILED if args.verb == "run" else e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cove render | head`): stop quietly, as cat does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

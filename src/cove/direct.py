@@ -64,15 +64,20 @@ def check_start(r: Render) -> None:
             f"cannot start {c.name}: " + "; ".join(f"{p} does not exist" for p in missing),
             hint=f"create the missing paths or fix containers.{c.name} in {c.source}",
         )
-    if not os.path.isdir(r.container.image) and not r.container.host_image:
+    c = r.container
+    if not c.host_image and not os.path.isdir(c.image):
+        raise CoveError(f"cannot start {c.name}: image {c.image} is not a directory")
+    if not c.host_image and not os.path.isdir(os.path.join(c.image, "usr")):
         raise CoveError(
-            f"cannot start {r.container.name}: image {r.container.image} is not a " "directory"
+            f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
+            "systemd-nspawn refuses a root without one",
+            hint=f"create {os.path.join(c.image, 'usr')} (it may stay empty)",
         )
 
 
 def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     """Start the container and return once it is ready: (started now, leader PID)."""
-    from cove.supervisor import log_path, open_log, supervise
+    from cove.supervisor import log_path, nspawn_env, open_log, supervise
 
     check_start(r)
     c = r.container
@@ -90,6 +95,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
             remove_tree(runtime.path)
         os.close(lock_fd)
         raise
+    proc.debug("+ " + proc.command_line(r.argv, nspawn_env(r, runtime)))
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the supervisor; exits through os._exit

@@ -54,7 +54,10 @@ class ConfigError(CoveError):
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = diagnostics
+        keyed = any(d.path for d in diagnostics)
         super().__init__(
             "\n".join(str(d) for d in diagnostics),
-            hint="fix the keys named above; `cove options` lists every key with its type",
+            hint="fix the keys named above; `cove options` lists every key with its type"
+            if keyed
+            else None,
         )

@@ -21,6 +21,50 @@ class BindMount:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    protocol: str
+    host_port: int
+    container_port: int | None = None  # None: the same as host_port (NixOS)
+
+    @property
+    def target_port(self) -> int:
+        return self.container_port or self.host_port
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The options NixOS shares between a container's main veth and each extra veth."""
+
+    host_bridge: str | None = None
+    host_address: str | None = None
+    host_address6: str | None = None
+    local_address: str | None = None
+    local_address6: str | None = None
+    local_mac_address: str | None = None
+    forward_ports: tuple[PortForward, ...] = ()
+
+    @property
+    def wants_veth(self) -> bool:
+        """NixOS: a veth exists only with an address, a MAC or a bridge."""
+        return any(
+            (
+                self.host_bridge,
+                self.host_address,
+                self.host_address6,
+                self.local_address,
+                self.local_address6,
+                self.local_mac_address,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class ExtraVeth:
+    name: str
+    network: NetworkOptions
+
+
+@dataclass(frozen=True)
 class AllowedDevice:
     node: str
     modifier: str
@@ -47,11 +91,36 @@ class Container:
     private_users: str = "no"
     extra_flags: tuple[str, ...] = ()
     copy_resolv_conf: bool = True
+    private_network: bool = False
+    host_bridge: str | None = None
+    host_address: str | None = None
+    host_address6: str | None = None
+    local_address: str | None = None
+    local_address6: str | None = None
+    local_mac_address: str | None = None
+    forward_ports: tuple[PortForward, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    macvlans: tuple[str, ...] = ()
+    extra_veths: tuple[ExtraVeth, ...] = ()
+    network_namespace: str | None = None
     source: str = ""
 
     @property
     def host_image(self) -> bool:
         return self.image == "host"
+
+    @property
+    def network(self) -> NetworkOptions:
+        """The main veth's options (top-level keys, as in NixOS)."""
+        return NetworkOptions(
+            self.host_bridge,
+            self.host_address,
+            self.host_address6,
+            self.local_address,
+            self.local_address6,
+            self.local_mac_address,
+            self.forward_ports,
+        )
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
+def nspawn_env(render: Render, runtime: RuntimeDir) -> dict[str, str]:
+    """nspawn's whole environment: nothing of the caller's, and the supervisor's socket."""
+    return proc.clean_env([*render.env, ("NOTIFY_SOCKET", str(runtime.notify))])
+
+
 class Supervisor:
     def __init__(self, render: Render, facts: HostFacts, runtime: RuntimeDir, report: int):
         self.render = render
@@ -147,7 +152,7 @@ class Supervisor:
     # -- launching ---------------------------------------------------------------------------
     def _launch(self) -> int:
         err_r, err_w = os.pipe()
-        env = proc.clean_env([*self.render.env, ("NOTIFY_SOCKET", str(self.runtime.notify))])
+        env = nspawn_env(self.render, self.runtime)
         argv = list(self.render.argv)
         self._say("+ " + proc.command_line(argv, env))
         pid = os.fork()

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from typing import Any
 
 from cove.errors import ConfigError, Diagnostic, UsageError
 from cove.model import Config, Container, HostConfig
-from cove.settings import (
-    CONTAINER_SETTINGS,
-    HOST_SETTINGS,
-    INVALID,
-    Diagnostics,
-    Setting,
-    key_path,
-)
+from cove.parsing import Diagnostics, key_path, parse_table
+from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
 DEFAULT_CONFIG = "/etc/cove/cove.toml"
 MAX_NAME = 64
@@ -74,43 +67,11 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _table_settings(
-    table: dict[str, Any], settings: tuple[Setting, ...], path: str, diag: Diagnostics
-) -> dict[str, Any] | None:
-    by_key = {s.key: s for s in settings}
-    for unknown in sorted(set(table) - set(by_key)):
-        hint = _near(unknown, by_key)
-        diag.error(
-            f"{path}.{key_path(unknown)}",
-            "unknown key" + (f"; did you mean {hint!r}?" if hint else ""),
-        )
-    values: dict[str, Any] = {}
-    ok = True
-    for key, raw in table.items():
-        setting = by_key.get(key)
-        if setting is None:
-            ok = False
-            continue
-        value = setting.parse(raw, f"{path}.{key}", diag)
-        if value is INVALID:
-            ok = False
-        else:
-            values[setting.field] = value
-    return values if ok else None
-
-
-def _near(key: str, known: dict[str, Setting]) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(key.replace("_", "-").lower(), list(known), n=1)
-    return match[0] if match else None
-
-
 def _parse_host(table: object, diag: Diagnostics) -> HostConfig:
     if not isinstance(table, dict):
         diag.error("host", "expected a table [host]")
         return HostConfig()
-    values = _table_settings(table, HOST_SETTINGS, "host", diag)
+    values = parse_table(table, HOST_SETTINGS, "host", diag)
     return HostConfig(**values) if values is not None else HostConfig()
 
 
@@ -127,7 +88,7 @@ def _parse_containers(tables: object, file: str, diag: Diagnostics) -> dict[str,
         if not isinstance(table, dict):
             diag.error(path, "expected a table of container settings")
             continue
-        values = _table_settings(table, CONTAINER_SETTINGS, path, diag)
+        values = parse_table(table, CONTAINER_SETTINGS, path, diag)
         if values is None or problem:
             continue
         container = Container(name=name, source=file, **values)

@@ -1,92 +1,29 @@
-"""The settings table: one row per key drives parsing, defaults and documentation (DESIGN §3).
-
-Parsers are pure: they take the raw TOML value and its key path, report problems to a
-`Diagnostics` and return the parsed value, or `INVALID`.
-"""
+"""The settings tables of cove.toml: every container key and every [host] key, one row each
+(DESIGN §3), with the parsers particular to them."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
 
-from cove.errors import Diagnostic
 from cove.model import AllowedDevice, Backend, BindMount
-from cove.timespan import format_timespan, parse_timespan
+from cove.parsing import (
+    INVALID,
+    Diagnostics,
+    Setting,
+    _Invalid,
+    describe,
+    key_path,
+    parse_abs_path,
+    parse_bool,
+    parse_text,
+    parse_text_list,
+)
+from cove.timespan import parse_timespan
 
-
-class _Invalid:
-    def __repr__(self) -> str:
-        return "INVALID"
-
-
-INVALID: Final = _Invalid()
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE = re.compile(r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%)$")
 # Characters overlayfs would read as option or layer separators.
 _OVERLAY_UNSAFE = re.compile(r"[,:\\]")
-
-
-def key_path(*parts: str) -> str:
-    """`containers."my data".x`: TOML spelling of a key path, quoting keys that need it."""
-    return ".".join(p if _BARE_KEY.match(p) else '"' + p.replace('"', '\\"') + '"' for p in parts)
-
-
-class Diagnostics:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.items: list[Diagnostic] = []
-
-    def error(self, path: str, message: str) -> _Invalid:
-        self.items.append(Diagnostic(self.file, path, message))
-        return INVALID
-
-
-def _describe(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }
-    kind = names.get(type(value), type(value).__name__)
-    if isinstance(value, (bool, int, float, str)):
-        return f"{kind} ({value!r})"
-    return kind
-
-
-def parse_bool(value: object, path: str, diag: Diagnostics) -> bool | _Invalid:
-    if isinstance(value, bool):
-        return value
-    return diag.error(path, f"expected true or false, got {_describe(value)}")
-
-
-def parse_text(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
-    """A string that can be carried as one argument or unit-file word: no control characters."""
-    if not isinstance(value, str):
-        return diag.error(path, f"expected a string, got {_describe(value)}")
-    if _CONTROL.search(value):
-        return diag.error(
-            path, "control characters (newline, NUL, …) cannot be carried to systemd-nspawn"
-        )
-    return value
-
-
-def parse_abs_path(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
-    text = parse_text(value, path, diag)
-    if isinstance(text, _Invalid):
-        return text
-    if not text.startswith("/"):
-        return diag.error(path, f"expected an absolute path, got {text!r}")
-    if "/../" in text + "/" or text.endswith("/.."):
-        return diag.error(path, f"'..' is not allowed in a path, got {text!r}")
-    return text
 
 
 def parse_layer_path(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
@@ -108,15 +45,6 @@ def parse_image(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
     )
 
 
-def parse_text_list(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
-    if not isinstance(value, list):
-        return diag.error(path, f"expected a list of strings, got {_describe(value)}")
-    items = [parse_text(v, f"{path}[{i}]", diag) for i, v in enumerate(value)]
-    if any(isinstance(i, _Invalid) for i in items):
-        return INVALID
-    return tuple(str(i) for i in items)
-
-
 def parse_tmpfs(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
     items = parse_text_list(value, path, diag)
     if isinstance(items, _Invalid):
@@ -131,7 +59,7 @@ def parse_environment(
     value: object, path: str, diag: Diagnostics
 ) -> tuple[tuple[str, str], ...] | _Invalid:
     if not isinstance(value, dict):
-        return diag.error(path, f'expected a table of NAME = "value", got {_describe(value)}')
+        return diag.error(path, f'expected a table of NAME = "value", got {describe(value)}')
     result: list[tuple[str, str]] = []
     ok = True
     for name, raw in value.items():
@@ -162,7 +90,7 @@ def parse_seconds(value: object, path: str, diag: Diagnostics) -> float | _Inval
         return diag.error(
             path,
             f'expected a positive number of seconds or a time span such as "90s" or "2min",'
-            f" got {_describe(value)}",
+            f" got {describe(value)}",
         )
     return seconds
 
@@ -181,13 +109,13 @@ def parse_bind_mounts(
     value: object, path: str, diag: Diagnostics
 ) -> tuple[BindMount, ...] | _Invalid:
     if not isinstance(value, dict):
-        return diag.error(path, f"expected a table keyed by mount point, got {_describe(value)}")
+        return diag.error(path, f"expected a table keyed by mount point, got {describe(value)}")
     mounts: list[BindMount] = []
     ok = True
     for key, entry in sorted(value.items()):
         at = f"{path}.{key_path(key)}"
         if not isinstance(entry, dict):
-            diag.error(at, f"expected a table with {', '.join(_BIND_KEYS)}, got {_describe(entry)}")
+            diag.error(at, f"expected a table with {', '.join(_BIND_KEYS)}, got {describe(entry)}")
             ok = False
             continue
         for unknown in sorted(set(entry) - set(_BIND_KEYS)):
@@ -249,13 +177,13 @@ def parse_devices(
     value: object, path: str, diag: Diagnostics
 ) -> tuple[AllowedDevice, ...] | _Invalid:
     if not isinstance(value, list):
-        return diag.error(path, f"expected a list of {{ node, modifier }}, got {_describe(value)}")
+        return diag.error(path, f"expected a list of {{ node, modifier }}, got {describe(value)}")
     devices: list[AllowedDevice] = []
     before = len(diag.items)
     for i, entry in enumerate(value):
         at = f"{path}[{i}]"
         if not isinstance(entry, dict):
-            diag.error(at, f"expected a table {{ node, modifier }}, got {_describe(entry)}")
+            diag.error(at, f"expected a table {{ node, modifier }}, got {describe(entry)}")
             continue
         for unknown in sorted(set(entry) - set(_DEVICE_KEYS)):
             diag.error(f"{at}.{key_path(unknown)}", "unknown key; expected node, modifier")
@@ -292,7 +220,7 @@ def parse_private_users(value: object, path: str, diag: Diagnostics) -> str | _I
     return diag.error(
         path,
         f'expected "no", "identity", "pick" or a first UID from 0 to {MAX_UID_BASE}, got '
-        f"{_describe(value)}",
+        f"{describe(value)}",
     )
 
 
@@ -345,34 +273,6 @@ def parse_extra_flags(value: object, path: str, diag: Diagnostics) -> tuple[str,
             diag.error(f"{path}[{i}]", f"{name} is set by cove; use {owner} instead")
             ok = False
     return items if ok else INVALID
-
-
-Parser = Callable[[object, str, Diagnostics], Any]
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    field: str
-    type: str
-    default: object
-    parse: Parser
-    doc: str
-    nixos: str | None = None
-
-    @property
-    def default_text(self) -> str:
-        """The default as a user would write it in cove.toml."""
-        value = self.default
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, float):
-            return f'"{format_timespan(value)}"'
-        if isinstance(value, str):
-            return f'"{value}"'
-        if value == ():
-            return "{}" if self.type.startswith("table") else "[]"
-        return repr(value)
 
 
 CONTAINER_SETTINGS: tuple[Setting, ...] = (
@@ -543,13 +443,13 @@ def parse_backend(value: object, path: str, diag: Diagnostics) -> Backend | _Inv
     choices = [b.value for b in Backend]
     if isinstance(value, str) and value in choices:
         return Backend(value)
-    return diag.error(path, f"expected one of {', '.join(choices)}, got {_describe(value)}")
+    return diag.error(path, f"expected one of {', '.join(choices)}, got {describe(value)}")
 
 
 def parse_cgroup_name(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
     if isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", value):
         return value
-    return diag.error(path, f"expected a cgroup name of [a-z0-9._-], got {_describe(value)}")
+    return diag.error(path, f"expected a cgroup name of [a-z0-9._-], got {describe(value)}")
 
 
 HOST_SETTINGS: tuple[Setting, ...] = (

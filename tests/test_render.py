@@ -1,5 +1,6 @@
 """Render is pinned by golden files: tests/golden/<case>/cove.toml → NAME.service, NAME.argv
-(one argument per line) and NAME.root. Set COVE_UPDATE_GOLDEN=1 to rewrite them on purpose."""
+(one argument per line), NAME.root and, for a private network, NAME.net.
+Set COVE_UPDATE_GOLDEN=1 to rewrite them on purpose."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def rendered(case: str) -> dict[str, str]:
         files[f"{name}.service"] = r.unit
         files[f"{name}.argv"] = "\n".join(r.argv) + "\n"
         files[f"{name}.root"] = "\n".join(r.layout.to_args()) + "\n"
+        if r.net:
+            files[f"{name}.net"] = "\n".join(r.net) + "\n"
     return files
 
 

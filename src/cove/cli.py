@@ -137,6 +137,7 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
     import time
 
     from cove import direct
+    from cove.netnames import host_link
 
     c = ctx.container(name)
     observed = direct.observe(ctx.facts(), name)
@@ -149,6 +150,7 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
         "image": c.image,
         "boot": c.boot,
         "root": "ephemeral" if c.ephemeral else "persistent",
+        "host-link": host_link(c.name, bool(c.host_bridge)) if c.network.wants_veth else None,
         "uptime": round(time.time() - started, 3) if up and started else None,
     }
 

@@ -8,6 +8,7 @@ import tomllib
 
 from cove.errors import ConfigError, Diagnostic, UsageError
 from cove.model import Config, Container, HostConfig
+from cove.netsettings import check_across, check_network
 from cove.parsing import Diagnostics, key_path, parse_table
 from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
@@ -94,6 +95,7 @@ def _parse_containers(tables: object, file: str, diag: Diagnostics) -> dict[str,
         container = Container(name=name, source=file, **values)
         if _check_container(container, path, diag):
             containers[name] = container
+    check_across(containers, diag)
     return containers
 
 
@@ -103,6 +105,7 @@ def _check_container(c: Container, path: str, diag: Diagnostics) -> bool:
         diag.error(f"{path}.command", "boot = false needs a command to run")
     if c.boot and c.command:
         diag.error(f"{path}.command", "a command is only run with boot = false")
+    check_network(c, path, diag)
     seen: set[str] = set()
     for mount in c.bind_mounts:
         if mount.mount_point in seen:

@@ -2,7 +2,8 @@
 
 The nspawn argument order is fixed:
   nspawn, --keep-unit, --register, --machine, --directory, --link-journal, --console,
-  --kill-signal, --notify-ready, --boot | --as-pid2, --resolv-conf, --private-users,
+  --kill-signal, --notify-ready, --boot | --as-pid2, --resolv-conf,
+  --network-namespace-path, --private-users,
   --capability, bind mounts (by mount point), tmpfs, environment (by name), extra flags,
   "--", init arguments | command.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cove.model import AllowedDevice, Backend, Container, HostConfig
+from cove.netplan import namespace_path, net_steps
+from cove.netsettings import set_network_keys
 from cove.timespan import format_timespan
 from cove.unitfile import exec_line, plain, quote_setting, render_unit
 
@@ -69,6 +72,7 @@ class Render:
     env: tuple[tuple[str, str], ...]
     unit: str
     required_paths: tuple[str, ...]
+    net: tuple[str, ...] = ()
     # Keys this container sets whose runtime does not exist yet on this backend: `start`
     # refuses rather than silently ignoring them.
     unsupported: tuple[str, ...] = ()
@@ -131,6 +135,9 @@ def nspawn_argv(c: Container, layout: RootLayout, facts: HostFacts, backend: Bac
     else:
         argv += ["--notify-ready=no", "--as-pid2"]
     argv.append(f"--resolv-conf={'copy-host' if c.copy_resolv_conf else 'off'}")
+    netns = namespace_path(c)
+    if netns:
+        argv.append(f"--network-namespace-path={netns}")
     if c.private_users != "no":
         argv.append(f"--private-users={c.private_users}")
     capabilities = capabilities_of(c)
@@ -167,6 +174,7 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
             keys.append("enable-tun")
     if c.private_users != "no":
         keys.append("private-users")
+    keys += set_network_keys(c)
     return tuple(keys)
 
 
@@ -232,6 +240,7 @@ def render(c: Container, facts: HostFacts) -> Render:
         env=NSPAWN_ENV,
         unit=unit_file(c, layout, facts),
         required_paths=required,
+        net=net_steps(c),
         unsupported=unsupported_keys(c, facts.backend),
     )
 
@@ -242,6 +251,8 @@ def render_text(r: Render) -> str:
     lines = [f"# cove@{name}.service", r.unit.rstrip("\n"), "", f"# argv ({len(r.argv)})"]
     lines += list(r.argv)
     lines += ["", "# root", *r.layout.to_args()]
+    if r.net:
+        lines += ["", "# network", *r.net]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from cove.model import AllowedDevice, Backend, BindMount
+from cove.netsettings import NETWORK_SETTINGS
 from cove.parsing import (
     INVALID,
     Diagnostics,
@@ -436,6 +437,7 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         "copy the host's /etc/resolv.conf into the container at each start",
         "copyResolvConf",
     ),
+    *NETWORK_SETTINGS,
 )
 
 

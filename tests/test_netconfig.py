@@ -1,0 +1,200 @@
+"""Network keys: parsing, the rules between keys and between containers, and host names."""
+
+from __future__ import annotations
+
+import pytest
+
+from cove import netnames
+from cove.model import Backend, PortForward
+from cove.render import HostFacts, render
+from tests.test_config import FILE, errors, parse
+
+
+def test_network_keys_parse() -> None:
+    c = parse("""
+        [containers.c]
+        private-network = true
+        host-address = "10.0.0.1"
+        local-address = "10.0.0.2/24"
+        host-address6 = "fc00::1"
+        local-address6 = "fc00::2/64"
+        local-mac-address = "02:AB:00:00:00:01"
+        forward-ports = [
+            { host-port = 80 },
+            { protocol = "udp", host-port = 53, container-port = 5353 },
+        ]
+        interfaces = ["eth1"]
+        macvlans = ["eth2"]
+        [containers.c.extra-veths.x0]
+        host-bridge = "br0"
+        local-address = "10.9.0.2/24"
+        """).containers["c"]
+    assert c.private_network
+    assert c.local_mac_address == "02:ab:00:00:00:01"
+    assert c.forward_ports == (PortForward("tcp", 80, None), PortForward("udp", 53, 5353))
+    assert c.forward_ports[0].target_port == 80
+    assert (c.interfaces, c.macvlans) == (("eth1",), ("eth2",))
+    assert c.extra_veths[0].name == "x0"
+    assert c.extra_veths[0].network.host_bridge == "br0"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('host-address = "10.0.0.300"', "containers.c.host-address: expected an IPv4 address "
+         "such as 10.233.0.1 or 10.233.0.1/24, got '10.0.0.300'"),
+        ('local-address = "fc00::2"', "containers.c.local-address: expected an IPv4 address"),
+        ('local-address6 = "10.0.0.2"', "containers.c.local-address6: expected an IPv6 address "
+         "such as fc00::1 or fc00::1/64"),
+        ('local-mac-address = "02:00:00:00:00"', "containers.c.local-mac-address: expected a MAC "
+         "address such as 02:00:00:00:00:01"),
+        ('local-mac-address = "01:00:5e:00:00:01"', "containers.c.local-mac-address: "
+         "01:00:5e:00:00:01 is a multicast address"),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ host-port = 0 }]',
+         "containers.c.forward-ports[0].host-port: expected an integer from 1 to 65535, got an "
+         "integer (0)"),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ host-port = "80x" }]',
+         "containers.c.forward-ports[0].host-port: expected an integer from 1 to 65535, got a "
+         "string ('80x')"),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ protocol = "sctp", host-port = 1 }]',
+         'containers.c.forward-ports[0].protocol: expected "tcp" or "udp"'),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ container-port = 1 }]',
+         "containers.c.forward-ports[0].host-port: missing"),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ host-port = 1, hostPort = 2 }]',
+         "containers.c.forward-ports[0].hostPort: unknown key"),
+        ('local-address = "10.0.0.2"\nforward-ports = [{ host-port = 1 }, { host-port = 1 }]',
+         "containers.c.forward-ports[1]: tcp port 1 is forwarded twice"),
+        ("forward-ports = [{ host-port = 1 }]", "containers.c.forward-ports: needs local-address "
+         "or local-address6 to forward to"),
+        ('host-bridge = "a-bridge-name-too-long"', "containers.c.host-bridge: an interface name "
+         "has at most 15 bytes"),
+        ('interfaces = ["eth 1"]', "containers.c.interfaces[0]: an interface name cannot be"),
+        ('interfaces = ["eth1", "eth1"]', "containers.c.interfaces: eth1 is listed twice"),
+        ('interfaces = ["eth1"]\nmacvlans = ["eth1"]', "containers.c: interface eth1 is named "
+         "more than once"),
+        ('extra-veths.x0 = { host-adress = "10.0.0.1" }', "containers.c.extra-veths.x0."
+         "host-adress: unknown key; did you mean 'host-address'?"),
+        ('extra-veths."x/0" = {}', 'containers.c.extra-veths."x/0": an interface name cannot'),
+        ('network-namespace = "/run/netns/x"', "containers.c.network-namespace: cannot be "
+         "combined with private-network"),
+        ('network-namespace = "x"', "containers.c.network-namespace: expected an absolute path"),
+    ],
+)  # fmt: skip
+def test_bad_network_values(toml: str, message: str) -> None:
+    found = errors(f"[containers.c]\nprivate-network = true\n{toml}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{FILE}: {message}"), found[0]
+
+
+def test_network_keys_need_a_private_network() -> None:
+    found = errors("""
+        [containers.c]
+        host-address = "10.0.0.1"
+        macvlans = ["eth1"]
+        """)
+    assert found == [
+        f"{FILE}: containers.c.host-address: needs private-network = true (without it the "
+        "container shares the host's network)",
+        f"{FILE}: containers.c.macvlans: needs private-network = true (without it the "
+        "container shares the host's network)",
+    ]
+    joined = parse('[containers.c]\nnetwork-namespace = "/run/netns/x"\n').containers["c"]
+    assert joined.network_namespace == "/run/netns/x"
+
+
+def test_unique_across_containers() -> None:
+    found = errors("""
+        [containers.a]
+        private-network = true
+        host-address = "10.0.0.1"
+        local-address = "10.0.0.2/24"
+        forward-ports = [{ host-port = 80 }]
+        [containers.b]
+        private-network = true
+        host-address = "10.0.0.1"
+        local-address = "10.0.0.2"
+        forward-ports = [{ host-port = 80 }, { protocol = "udp", host-port = 80 }]
+        [containers.c]
+        private-network = true
+        extra-veths.ve-a = { local-address = "10.1.0.2" }
+        """)
+    assert found == [
+        f"{FILE}: containers.b.local-address: address 10.0.0.2 is also used by "
+        "containers.a.local-address",
+        f"{FILE}: containers.b.forward-ports[0].host-port: host port tcp/80 is also used by "
+        "containers.a.forward-ports[0].host-port",
+        f"{FILE}: containers.c.extra-veths.ve-a: host interface ve-a is also used by "
+        "containers.a",
+    ]
+
+
+def test_similar_names_get_distinct_host_links() -> None:
+    config = parse("""
+        [containers.helloabcdef1]
+        private-network = true
+        local-address = "10.0.0.2"
+        [containers.helloabcdef2]
+        private-network = true
+        local-address = "10.0.0.3"
+        """)
+    links = {netnames.host_link(n, False) for n in config.containers}
+    assert links == {"ve-helloabcdef1", "ve-helloabcdef2"}
+    long_a, long_b = "a" * 39 + "1", "a" * 39 + "2"
+    a, b = netnames.host_link(long_a, False), netnames.host_link(long_b, True)
+    assert len(a) == len(b) == 15
+    assert a.startswith("ve-aaaaaaa-") and b.startswith("vb-aaaaaaa-")
+    assert netnames.host_link(long_a, False) != netnames.host_link(long_b, False)
+
+
+def _steps(toml: str, name: str = "c") -> tuple[str, ...]:
+    config = parse(toml)
+    facts = HostFacts(host=config.host, backend=Backend.DIRECT)
+    return render(config.containers[name], facts).net
+
+
+def test_a_bridge_alone_still_gets_a_veth() -> None:
+    steps = _steps('[containers.c]\nprivate-network = true\nhost-bridge = "br0"\n')
+    assert "ip link add vb-c type veth peer name eth0 netns cove-c" in steps
+    assert "ip link set vb-c master br0" in steps
+
+
+def test_v6_only_gets_a_veth_and_both_addresses() -> None:
+    steps = _steps("""
+        [containers.c]
+        private-network = true
+        host-address6 = "fc00::1"
+        local-address6 = "fc00::2"
+        """)
+    assert "ip link add ve-c type veth peer name eth0 netns cove-c" in steps
+    assert "ip -6 addr add fc00::1 dev ve-c" in steps
+    assert "ip -n cove-c -6 addr add fc00::2 dev eth0" in steps
+    assert not any(" addr add 10." in s for s in steps)
+
+
+def test_private_network_alone_is_loopback_only() -> None:
+    steps = _steps("[containers.c]\nprivate-network = true\n")
+    assert steps == ("ip netns add cove-c", "ip -n cove-c link set lo up")
+
+
+def test_status_reports_the_host_link_of_a_long_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    name = "a-forty-character-container-name-for-you"
+    config = tmp_path / "cove.toml"
+    config.write_text(
+        f"""
+        [host]
+        backend = "direct"
+        runtime-dir = "{tmp_path}/run"
+        [containers.{name}]
+        private-network = true
+        local-address = "10.0.0.2"
+        """.replace("\n        ", "\n")
+    )
+    argv = [sys.executable, "-m", "cove", "--config", str(config), "status", name, "--json"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    link = json.loads(result.stdout)["host-link"]
+    assert link == netnames.host_link(name, False)
+    assert len(link) == 15

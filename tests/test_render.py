@@ -91,3 +91,14 @@ def test_unit_quoting(value: str, word: str) -> None:
 def test_unit_quoting_rejects_newlines() -> None:
     with pytest.raises(ValueError):
         exec_line(["a\nExecStartPre=/bin/evil"])
+
+
+def test_options_reference_page_is_current() -> None:
+    from cove.docs import options_markdown
+
+    page = Path(__file__).parent.parent / "docs/options.md"
+    if UPDATE:
+        page.write_text(options_markdown())
+    assert page.read_text() == options_markdown(), "regenerate: cove options --markdown"
+    for nixos in ("privateNetwork", "extraVeths", "forwardPorts", "privateUsers", "bindMounts"):
+        assert f"| `{nixos}` |" in page.read_text()

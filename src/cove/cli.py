@@ -236,6 +236,11 @@ def cmd_root_login(ctx: Context) -> int:
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
+    if ctx.args.markdown:
+        from cove.docs import options_markdown
+
+        sys.stdout.write(options_markdown())
+        return 0
     if ctx.args.json:
         _print_json(
             {
@@ -349,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p = verb("root-login", cmd_root_login, "open a root shell in a running container")
     p.add_argument("name", metavar="NAME")
-    json_flag(verb("options", cmd_options, "list every container key with type and default"))
+    p = verb("options", cmd_options, "list every container key with type and default")
+    json_flag(p)
+    p.add_argument("--markdown", action="store_true", help="print the reference page")
     p = verb("__exec", cmd_exec, None)
     for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size"):
         p.add_argument(flag)

@@ -111,6 +111,8 @@ class Setting:
     def default_text(self) -> str:
         """The default as a user would write it in cove.toml."""
         value = self.default
+        if value is None:
+            return "unset"
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, float):

@@ -285,7 +285,7 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         parse_image,
         'root image: "host" (the host\'s /usr, read-only, with a generated /etc) or an '
         "absolute path to a root directory",
-        "config / path",
+        None,
     ),
     Setting(
         "boot",

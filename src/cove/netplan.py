@@ -7,6 +7,7 @@ container's namespace) or an `nft` rule of cove's own table.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from cove import netnames
@@ -24,14 +25,19 @@ def namespace_path(c: Container) -> str | None:
     return None
 
 
+@functools.cache
+def _interface(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    return ipaddress.ip_interface(text)
+
+
 def _covers(own: str, peer: str) -> bool:
     """Whether the subnet of `own` (an address with its prefix) already reaches `peer`."""
-    network = ipaddress.ip_interface(own).network
-    return ipaddress.ip_interface(peer).ip in network and network.prefixlen < network.max_prefixlen
+    network = _interface(own).network
+    return _interface(peer).ip in network and network.prefixlen < network.max_prefixlen
 
 
 def _bare(address: str) -> str:
-    return str(ipaddress.ip_interface(address).ip)
+    return str(_interface(address).ip)
 
 
 def _veth_steps(

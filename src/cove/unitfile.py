@@ -6,11 +6,14 @@ one line; here we only quote and neutralise systemd's specifiers and variable ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check(value: str) -> None:
-    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+    if _CONTROL.search(value):
         raise ValueError(f"control character in unit value {value!r}")
 
 

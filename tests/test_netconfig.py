@@ -6,6 +6,7 @@ import pytest
 
 from cove import netnames
 from cove.model import Backend, PortForward
+from cove.netsettings import NETWORK_SETTINGS
 from cove.render import HostFacts, render
 from tests.test_config import FILE, errors, parse
 
@@ -198,3 +199,40 @@ def test_status_reports_the_host_link_of_a_long_name(tmp_path) -> None:  # type:
     link = json.loads(result.stdout)["host-link"]
     assert link == netnames.host_link(name, False)
     assert len(link) == 15
+
+
+SAMPLES = {
+    "private-network": "true",
+    "host-bridge": '"br0"',
+    "host-address": '"10.0.0.1"',
+    "host-address6": '"fc00::1"',
+    "local-address": '"10.0.0.2"',
+    "local-address6": '"fc00::2"',
+    "local-mac-address": '"02:00:00:00:00:02"',
+    "forward-ports": "[{ host-port = 80 }]",
+    "interfaces": '["eth9"]',
+    "macvlans": '["eth8"]',
+    "extra-veths": '{ x0 = { local-address = "10.1.0.2" } }',
+    "network-namespace": '"/run/netns/other"',
+    "allowed-devices": '[{ node = "/dev/fuse" }]',
+    "enable-tun": "true",
+    "private-users": '"pick"',
+}
+
+
+@pytest.mark.parametrize("key", sorted(SAMPLES))
+def test_every_key_without_a_runtime_is_refused_not_ignored(key: str) -> None:
+    extra = ""
+    if key not in ("private-network", "network-namespace") and key in {
+        s.key for s in NETWORK_SETTINGS
+    }:
+        extra = "private-network = true\n"
+    if key == "forward-ports":
+        extra += 'local-address = "10.0.0.2"\n'
+    config = parse(f"[containers.c]\n{extra}{key} = {SAMPLES[key]}\n")
+    facts = HostFacts(host=config.host, backend=Backend.DIRECT)
+    assert key in render(config.containers["c"], facts).unsupported
+
+
+def test_every_network_key_has_a_sample() -> None:
+    assert {s.key for s in NETWORK_SETTINGS} <= set(SAMPLES)

@@ -108,13 +108,15 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
     )
 
 
-def _bind_arg(source: str, target: str, read_only: bool) -> str:
+def _bind_arg(source: str, target: str, read_only: bool, idmap: bool) -> str:
     # nspawn splits --bind at ':' and reads backslash escapes, so both are escaped.
     def esc(p: str) -> str:
         return p.replace("\\", "\\\\").replace(":", "\\:")
 
     flag = "--bind-ro" if read_only else "--bind"
-    return f"{flag}={esc(source)}:{esc(target)}"
+    # With user namespacing, idmap keeps host owners meaningful inside (NixOS does this for
+    # its own store mounts only, leaving user bind mounts unreadable).
+    return f"{flag}={esc(source)}:{esc(target)}" + (":idmap" if idmap else "")
 
 
 def nspawn_argv(c: Container, layout: RootLayout, facts: HostFacts, backend: Backend) -> list[str]:
@@ -143,7 +145,8 @@ def nspawn_argv(c: Container, layout: RootLayout, facts: HostFacts, backend: Bac
     capabilities = capabilities_of(c)
     if capabilities:
         argv.append("--capability=" + ",".join(capabilities))
-    argv += [_bind_arg(m.host_path, m.mount_point, m.read_only) for m in c.bind_mounts]
+    idmap = c.private_users == "pick" or (c.private_users.isdigit() and int(c.private_users) > 0)
+    argv += [_bind_arg(m.host_path, m.mount_point, m.read_only, idmap) for m in c.bind_mounts]
     argv += [f"--tmpfs={t}" for t in c.tmpfs]
     argv += [f"--setenv={k}={v}" for k, v in c.environment]
     argv += c.extra_flags

@@ -312,3 +312,25 @@ def test_cli_help_global_options_and_closed_pipes(tmp_path) -> None:  # type: ig
     assert syntax.returncode == 2
     assert "invalid TOML" in syntax.stderr
     assert "hint" not in syntax.stderr
+
+
+def test_files_parse_and_errors() -> None:
+    c = parse('[containers.c]\nfiles = { "/etc/motd" = "hi\\n", "/etc/a b" = "" }\n')
+    assert c.containers["c"].files == (("/etc/a b", ""), ("/etc/motd", "hi\n"))
+    found = errors("""
+        [containers.c]
+        files = { "etc/x" = "a", "/proc/x" = "a", "/etc/" = "a", "/etc/y" = 1, "/usr/z" = "a" }
+        """)
+    assert found == [
+        f"{FILE}: containers.c.files.\"etc/x\": expected an absolute path, got 'etc/x'",
+        f'{FILE}: containers.c.files."/proc/x": proc is mounted over at start; a file there '
+        "would be hidden",
+        f"{FILE}: containers.c.files.\"/etc/\": expected the path of a file, got '/etc/'",
+        f'{FILE}: containers.c.files."/etc/y": expected the file\'s content as a string, got an '
+        "integer (1)",
+    ]
+    host_usr = errors('[containers.c]\nfiles = { "/usr/z" = "a" }\n')
+    assert host_usr == [
+        f"{FILE}: containers.c.files.\"/usr/z\": the host image's /usr is the host's own, "
+        "read-only; write the file elsewhere"
+    ]

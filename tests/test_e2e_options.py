@@ -78,3 +78,42 @@ def test_keys_without_a_runtime_refuse_to_start(
     assert not (cove_host.root / "log").exists()
     # render still shows what the keys will do
     assert cove_host.cove("render", name).returncode == 0
+
+
+def test_files_are_written_at_every_start_and_never_through_a_symlink(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("files")
+    victim = cove_host.root / "victim"
+    victim.write_text("host data\n")
+    victim_dir = cove_host.root / "victim-dir"
+    victim_dir.mkdir()
+    cove_host.write(
+        app(cove_host, "files", busybox_image, """
+        files = { "/etc/motd" = "hello\\nworld 100% $HOME\\n", "/srv/new dir/conf" = "x=1" }
+        """)
+    )  # fmt: skip
+    cove_host.cove("start", name, check=True)
+    motd = cove_host.cove("run", name, "--", "cat", "/etc/motd", check=True).stdout
+    assert motd == "hello\nworld 100% $HOME\n"
+    conf = cove_host.cove("run", name, "--", "cat", "/srv/new dir/conf", check=True).stdout
+    assert conf == "x=1"
+    assert not (busybox_image / "etc/motd").exists(), "the image stays untouched"
+
+    # The guest replaces the file with a link to a host path: the next start replaces the link.
+    cove_host.cove("run", name, "--", "ln", "-sf", str(victim), "/etc/motd", check=True)
+    cove_host.cove("restart", name, check=True)
+    assert cove_host.cove("run", name, "--", "cat", "/etc/motd").stdout.startswith("hello")
+    assert victim.read_text() == "host data\n"
+
+    # A directory on the way turned into a link: the start fails, nothing is written.
+    cove_host.cove("run", name, "--", "sh", "-c", f"rm -r '/srv/new dir' && ln -s {victim_dir} "
+                   "'/srv/new dir'", check=True)  # fmt: skip
+    cove_host.cove("stop", name, check=True)
+    failed = cove_host.cove("start", name)
+    assert failed.returncode == 1
+    assert "files: cannot write /srv/new dir/conf: /srv/new dir is not a plain directory" in (
+        failed.stderr
+    )
+    assert list(victim_dir.iterdir()) == []
+    assert cove_host.cove("status", name).stdout == "down\n"

@@ -269,7 +269,14 @@ def cmd_exec(ctx: Context) -> int:
 
     a = ctx.args
     layout = RootLayout(
-        a.root, tuple(a.lower), a.upper, a.work, a.scratch, a.scratch_size, a.host_usr
+        a.root,
+        tuple(a.lower),
+        a.upper,
+        a.work,
+        a.scratch,
+        a.scratch_size,
+        a.host_usr,
+        files_dir=a.files,
     )
     argv = list(a.argv[1:] if a.argv[:1] == ["--"] else a.argv)
     rootfs.assemble(layout)
@@ -358,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")
     p = verb("__exec", cmd_exec, None)
-    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size"):
+    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--files"):
         p.add_argument(flag)
     p.add_argument("--lower", action="append", default=[])
     p.add_argument("--host-usr", action="store_true")

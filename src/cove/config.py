@@ -106,6 +106,10 @@ def _check_container(c: Container, path: str, diag: Diagnostics) -> bool:
     if c.boot and c.command:
         diag.error(f"{path}.command", "a command is only run with boot = false")
     check_network(c, path, diag)
+    for target, _ in c.files if c.host_image else ():
+        if target.startswith("/usr/"):
+            message = "the host image's /usr is the host's own, read-only; write the file "
+            diag.error(f"{path}.files.{key_path(target)}", message + "elsewhere")
     seen: set[str] = set()
     for mount in c.bind_mounts:
         if mount.mount_point in seen:

@@ -81,6 +81,7 @@ class Container:
     bind_mounts: tuple[BindMount, ...] = ()
     tmpfs: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
     timeout_start_sec: float = 60.0
     timeout_stop_sec: float = 90.0
     auto_start: bool = False

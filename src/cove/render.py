@@ -49,6 +49,9 @@ class RootLayout:
     # the link to the /etc tree generated from the host's, shared by all such containers.
     base: str | None = None
     host_base: str | None = None
+    # The `files` key: staged in `files_dir` before the start, copied into the root after.
+    files: tuple[tuple[str, str], ...] = ()
+    files_dir: str | None = None
 
     def to_args(self) -> list[str]:
         args = [
@@ -61,6 +64,8 @@ class RootLayout:
             args += [f"--scratch={self.scratch}", f"--scratch-size={self.scratch_size}"]
         if self.host_usr:
             args.append("--host-usr")
+        if self.files_dir:
+            args.append(f"--files={self.files_dir}")
         return args
 
 
@@ -84,6 +89,7 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
     base = str(runtime / "base") if c.host_image else None
     host_base = str(host.host_base) if c.host_image else None
     lower = (base, host_base) if base and host_base else (c.image,)
+    files_dir = str(runtime / "files") if c.files else None
     if c.ephemeral:
         scratch = runtime / "scratch"
         return RootLayout(
@@ -96,6 +102,8 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
             c.host_image,
             base,
             host_base,
+            c.files,
+            files_dir,
         )
     return RootLayout(
         str(runtime / "root"),
@@ -105,6 +113,8 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
         host_usr=c.host_image,
         base=base,
         host_base=host_base,
+        files=c.files,
+        files_dir=files_dir,
     )
 
 

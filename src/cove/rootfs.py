@@ -9,7 +9,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from cove import syscalls
+from cove import guestfiles, syscalls
 from cove.errors import CoveError
 from cove.render import RootLayout
 
@@ -198,6 +198,8 @@ def prepare(layout: RootLayout, name: str) -> None:
         ensure_host_base(Path(layout.host_base))
     if layout.base:
         write_container_layer(Path(layout.base), name)
+    if layout.files_dir:
+        guestfiles.stage(layout.files, Path(layout.files_dir))
     if layout.scratch:
         Path(layout.scratch).mkdir(parents=True, exist_ok=True)
     else:
@@ -235,3 +237,5 @@ def assemble(layout: RootLayout) -> None:
         syscalls.mount(
             "none", usr, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY, None
         )
+    if layout.files_dir:
+        guestfiles.install(layout.files_dir, layout.root)

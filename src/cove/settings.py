@@ -56,6 +56,33 @@ def parse_tmpfs(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] 
     return INVALID if bad else items
 
 
+# Where written files would be hidden by what nspawn or the guest mounts at boot.
+_FILES_HIDDEN = ("/proc", "/sys", "/dev", "/run")
+
+
+def parse_files(
+    value: object, path: str, diag: Diagnostics
+) -> tuple[tuple[str, str], ...] | _Invalid:
+    if not isinstance(value, dict):
+        return diag.error(path, f'expected a table of "/path" = "content", got {describe(value)}')
+    files: list[tuple[str, str]] = []
+    before = len(diag.items)
+    for target, content in value.items():
+        at = f"{path}.{key_path(target)}"
+        clean = parse_abs_path(target, at, diag)
+        if isinstance(clean, str):
+            if clean.rstrip("/") == "" or clean.endswith("/") or "//" in clean:
+                diag.error(at, f"expected the path of a file, got {clean!r}")
+            elif clean.startswith(tuple(d + "/" for d in _FILES_HIDDEN)):
+                diag.error(at, f"{clean.split('/')[1]} is mounted over at start; a file there "
+                           "would be hidden")  # fmt: skip
+        if not isinstance(content, str):
+            diag.error(at, f"expected the file's content as a string, got {describe(content)}")
+        elif isinstance(clean, str):
+            files.append((clean, content))
+    return tuple(sorted(files)) if len(diag.items) == before else INVALID
+
+
 def parse_environment(
     value: object, path: str, diag: Diagnostics
 ) -> tuple[tuple[str, str], ...] | _Invalid:
@@ -347,6 +374,15 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         parse_environment,
         "variables for PID 1 and `cove run` (visible to root on the host in nspawn's "
         "command line)",
+    ),
+    Setting(
+        "files",
+        "files",
+        'table of "/path" = "content"',
+        (),
+        parse_files,
+        "files written into the container's root at every start, replacing what is there "
+        "(mode 0644, owned by root)",
     ),
     Setting(
         "timeout-start-sec",

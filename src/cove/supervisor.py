@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cove import cgroups, proc, rootfs, syscalls
+from cove.errors import CoveError
 from cove.render import HostFacts, Render
 from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers, remove_tree
 
@@ -105,9 +106,10 @@ class Supervisor:
                     continue
                 break
             self._say(f"container exited with status {status}")
+        except CoveError as e:
+            self._fail(e.message)
         except Exception as e:  # the report must reach `cove start` whatever happened
-            self._say(f"supervisor error: {e}")
-            self._fail(f"supervisor error: {e}")
+            self._fail(f"supervisor error: {type(e).__name__}: {e}")
         finally:
             self._teardown()
         return 0
@@ -173,15 +175,16 @@ class Supervisor:
                 rootfs.assemble(self.render.layout)
                 os.execve(argv[0], argv, env)
             except BaseException as e:
+                why = e.message if isinstance(e, CoveError) else f"{type(e).__name__}: {e}"
                 with contextlib.suppress(BaseException):
-                    os.write(err_w, f"{type(e).__name__}: {e}".encode())
+                    os.write(err_w, why.encode())
             os._exit(127)
         os.close(err_w)
         with os.fdopen(err_r, "rb") as f:
             failure = f.read().decode(errors="replace")
         if failure:
             os.waitpid(pid, 0)
-            raise RuntimeError(f"cannot start systemd-nspawn: {failure}")
+            raise CoveError(failure)
         return pid
 
     # -- events ------------------------------------------------------------------------------

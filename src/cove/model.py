@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import PurePosixPath
 
@@ -112,16 +112,8 @@ class Container:
 
     @property
     def network(self) -> NetworkOptions:
-        """The main veth's options (top-level keys, as in NixOS)."""
-        return NetworkOptions(
-            self.host_bridge,
-            self.host_address,
-            self.host_address6,
-            self.local_address,
-            self.local_address6,
-            self.local_mac_address,
-            self.forward_ports,
-        )
+        """The main veth's options (top-level keys of the same names, as in NixOS)."""
+        return NetworkOptions(**{f.name: getattr(self, f.name) for f in fields(NetworkOptions)})
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
 from cove.errors import CoveError
+from cove.runtimedir import remove_tree
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def stage(files: tuple[tuple[str, str], ...], staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     for path, content in files:
         target = staging / path.lstrip("/")
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)

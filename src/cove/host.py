@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 from cove.model import Backend, HostConfig
+from cove.proc import find_program
 from cove.render import HostFacts
 
 
@@ -26,11 +26,11 @@ def cove_executable() -> str:
     here = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if os.path.basename(here) == "cove" and os.access(here, os.X_OK):
         return here
-    return shutil.which("cove") or "/usr/bin/cove"
+    return find_program("cove") or "/usr/bin/cove"
 
 
 def probe(host: HostConfig) -> HostFacts:
-    nspawn = shutil.which("systemd-nspawn") or "/usr/bin/systemd-nspawn"
+    nspawn = find_program("systemd-nspawn") or "/usr/bin/systemd-nspawn"
     return HostFacts(
         host=host, backend=resolve_backend(host.backend), nspawn=nspawn, cove=cove_executable()
     )

@@ -8,10 +8,13 @@ container's namespace) or an `nft` rule of cove's own table.
 from __future__ import annotations
 
 import functools
-import ipaddress
+from typing import TYPE_CHECKING
 
 from cove import netnames
 from cove.model import Container, NetworkOptions
+
+if TYPE_CHECKING:
+    import ipaddress
 
 GUEST_LINK = "eth0"
 
@@ -27,6 +30,8 @@ def namespace_path(c: Container) -> str | None:
 
 @functools.cache
 def _interface(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    import ipaddress
+
     return ipaddress.ip_interface(text)
 
 

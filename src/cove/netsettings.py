@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -66,6 +65,8 @@ def _address_parser(version: int) -> Any:
         text = parse_text(value, path, diag)
         if isinstance(text, _Invalid):
             return text
+        import ipaddress
+
         try:
             address = ipaddress.ip_interface(text)
         except ValueError:
@@ -267,6 +268,8 @@ def check_across(containers: dict[str, Container], diag: Diagnostics) -> None:
             for key in ("local-address", "local-address6"):
                 text = getattr(net, key.replace("-", "_"))
                 if text:
+                    import ipaddress
+
                     ip = ipaddress.ip_interface(text).ip
                     claim(("ip", ip), f"address {ip}", f"{path}.{key}")
             for i, forward in enumerate(net.forward_ports):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 # Set by `cove --debug`: every command is written to stderr as a line one can paste.
 DEBUG = False
@@ -18,6 +21,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def debug(line: str) -> None:
     if DEBUG:
         print(line, file=sys.stderr, flush=True)
+
+
+def find_program(name: str, path: str = DEFAULT_PATH) -> str | None:
+    """shutil.which without importing shutil on every command's start-up path."""
+    for directory in path.split(":"):
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def clean_env(extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
@@ -42,6 +54,8 @@ def run(
     capture: bool = True,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     full_env = dict(env) if env is not None else clean_env()
     debug("+ " + command_line(argv, full_env))
     return subprocess.run(

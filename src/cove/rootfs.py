@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
 from cove import guestfiles, syscalls
 from cove.errors import CoveError
 from cove.render import RootLayout
+from cove.runtimedir import remove_tree
 
 # Files of the host's /etc that a guest sharing the host's /usr needs to work like the host:
 # accounts, name service, PAM, the dynamic linker cache, command alternatives, time zone.
@@ -118,7 +118,7 @@ def ensure_host_base(link: Path) -> Path:
             write_host_base(tmp)
             os.rename(tmp, target)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             if not target.is_dir():  # not merely lost a race with a concurrent start
                 raise
     with contextlib.suppress(FileNotFoundError):
@@ -134,6 +134,8 @@ def ensure_host_base(link: Path) -> Path:
 
 def write_host_base(base: Path) -> None:
     """A minimal root that, with the host's /usr mounted on it, boots the host's systemd."""
+    import shutil
+
     base.mkdir(mode=0o755, parents=True)
     for link in MERGED_USR:
         host = Path("/", link)
@@ -165,7 +167,7 @@ def write_host_base(base: Path) -> None:
 
 def write_container_layer(layer: Path, name: str) -> None:
     """What differs between containers on the host image, laid over the shared root."""
-    shutil.rmtree(layer, ignore_errors=True)
+    remove_tree(layer)
     etc = layer / "etc"
     etc.mkdir(mode=0o755, parents=True)
     (etc / "hostname").write_text(f"{name}\n")

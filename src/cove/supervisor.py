@@ -15,8 +15,10 @@ import os
 import selectors
 import signal
 import socket
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +82,17 @@ class Supervisor:
         self.boots = 0
         self.started_at = time.time()
         self.recent: deque[str] = deque(maxlen=LOG_TAIL)
+        self.joined: Callable[[], None] = lambda: None
+        self.join_error: str | None = None
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        self.group.child("cove").join(os.getpid())
+        # Moving a process between v1 cgroups waits for an RCU grace period (about 10 ms
+        # here): let it pass while the root is prepared.
+        joiner = threading.Thread(target=self._join_own_cgroup, name="cgroup")
+        joiner.start()
+        self.joined = joiner.join
         wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
@@ -114,12 +122,21 @@ class Supervisor:
             self._teardown()
         return 0
 
+    def _join_own_cgroup(self) -> None:
+        try:
+            self.group.child("cove").join(os.getpid())
+        except OSError as e:
+            self.join_error = e.strerror or str(e)
+
     def _boot_once(self) -> int:
         self.ready = False
         self.leader = None
         self.exit_status = None
         self.boots += 1
         rootfs.prepare(self.render.layout, self.c.name)
+        self.joined()
+        if self.join_error:
+            raise CoveError(f"cannot join cgroup {self.group.relative}/cove: {self.join_error}")
         self.nspawn_pid = self._launch()
         self._write_status("starting")
         start_deadline = time.monotonic() + self.c.timeout_start_sec
@@ -326,6 +343,7 @@ class Supervisor:
     # -- cleanup -----------------------------------------------------------------------------
     def _teardown(self) -> None:
         """Leave nothing: no process, cgroup, socket or runtime file of this container."""
+        self.joined()
         me = os.getpid()
         self.group.kill(exclude=me)
         self.group.wait_empty(5, exclude=me)

@@ -122,8 +122,15 @@ def test_all_errors_reported_at_once() -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('image = "debian"', 'containers.c.image: expected "host" or an absolute path to a root '
-                             "directory, got 'debian'"),
+        ('image = "debian"', 'containers.c.image: expected "host", a recipe (debian:SUITE, '
+                             "ubuntu:SUITE) or an absolute path to a root directory, got "
+                             "'debian'"),
+        ('image = "arch:latest"', 'containers.c.image: expected "host", a recipe'),
+        ('packages = ["nginx"]', "containers.c.packages: packages go into recipe images "
+                                 "(debian:SUITE, ubuntu:SUITE); image 'host' is not one"),
+        ('image = "debian:bookworm"\npackages = ["Nginx"]', "containers.c.packages[0]: expected "
+                                                       "a package name such as nginx, got "
+                                                       "'Nginx'"),
         ('image = "/srv/a,b"', "containers.c.image: ',', ':' and '\\' cannot be used in this "
                                "path, got '/srv/a,b'"),
         ("boot = false", "containers.c.command: boot = false needs a command to run"),
@@ -334,3 +341,24 @@ def test_files_parse_and_errors() -> None:
         f"{FILE}: containers.c.files.\"/usr/z\": the host image's /usr is the host's own, "
         "read-only; write the file elsewhere"
     ]
+
+
+def test_recipe_images_and_their_identity() -> None:
+    from cove.recipes import identity
+
+    c = parse("""
+        [containers.web]
+        image = "debian:bookworm"
+        packages = ["nginx", "curl"]
+        """).containers["web"]
+    assert (c.image, c.packages) == ("debian:bookworm", ("nginx", "curl"))
+    same = identity("debian", "bookworm", ("curl", "nginx", "curl"))
+    assert identity("debian", "bookworm", c.packages) == same
+    assert same.startswith("debian-bookworm-") and len(same) == len("debian-bookworm-") + 16
+    others = {
+        identity("debian", "trixie", c.packages),
+        identity("debian", "bookworm", ("nginx",)),
+        identity("debian", "bookworm", c.packages, mirror="http://mirror.invalid/debian"),
+        identity("ubuntu", "bookworm", c.packages),
+    }
+    assert same not in others and len(others) == 4

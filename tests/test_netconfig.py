@@ -236,3 +236,9 @@ def test_every_key_without_a_runtime_is_refused_not_ignored(key: str) -> None:
 
 def test_every_network_key_has_a_sample() -> None:
     assert {s.key for s in NETWORK_SETTINGS} <= set(SAMPLES)
+
+
+def test_recipe_images_are_refused_until_the_image_store_exists() -> None:
+    config = parse('[containers.c]\nimage = "ubuntu:noble"\npackages = ["nginx"]\n')
+    facts = HostFacts(host=config.host, backend=Backend.DIRECT)
+    assert render(config.containers["c"], facts).unsupported == ("image (recipes)", "packages")

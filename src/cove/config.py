@@ -10,6 +10,7 @@ from cove.errors import ConfigError, Diagnostic, UsageError
 from cove.model import Config, Container, HostConfig
 from cove.netsettings import check_across, check_network
 from cove.parsing import Diagnostics, key_path, parse_table
+from cove.recipes import parse_recipe
 from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
 DEFAULT_CONFIG = "/etc/cove/cove.toml"
@@ -101,6 +102,9 @@ def _parse_containers(tables: object, file: str, diag: Diagnostics) -> dict[str,
 
 def _check_container(c: Container, path: str, diag: Diagnostics) -> bool:
     before = len(diag.items)
+    if c.packages and parse_recipe(c.image) is None:
+        diag.error(f"{path}.packages", "packages go into recipe images (debian:SUITE, "
+                   f"ubuntu:SUITE); image {c.image!r} is not one")  # fmt: skip
     if not c.boot and not c.command:
         diag.error(f"{path}.command", "boot = false needs a command to run")
     if c.boot and c.command:

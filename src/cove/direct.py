@@ -65,9 +65,9 @@ def check_start(r: Render) -> None:
             hint=f"create the missing paths or fix containers.{c.name} in {c.source}",
         )
     c = r.container
-    if not c.host_image and not os.path.isdir(c.image):
+    if c.directory_image and not os.path.isdir(c.image):
         raise CoveError(f"cannot start {c.name}: image {c.image} is not a directory")
-    if not c.host_image and not os.path.isdir(os.path.join(c.image, "usr")):
+    if c.directory_image and not os.path.isdir(os.path.join(c.image, "usr")):
         raise CoveError(
             f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
             "systemd-nspawn refuses a root without one",

@@ -74,6 +74,7 @@ class AllowedDevice:
 class Container:
     name: str
     image: str = "host"
+    packages: tuple[str, ...] = ()
     boot: bool = True
     command: tuple[str, ...] = ()
     ephemeral: bool = False
@@ -109,6 +110,10 @@ class Container:
     @property
     def host_image(self) -> bool:
         return self.image == "host"
+
+    @property
+    def directory_image(self) -> bool:
+        return self.image.startswith("/")
 
     @property
     def network(self) -> NetworkOptions:

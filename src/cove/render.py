@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from cove.model import AllowedDevice, Backend, Container, HostConfig
 from cove.netplan import namespace_path, net_steps
 from cove.netsettings import set_network_keys
+from cove.recipes import identity, parse_recipe
 from cove.timespan import format_timespan
 from cove.unitfile import exec_line, plain, quote_setting, render_unit
 
@@ -83,12 +84,20 @@ class Render:
     unsupported: tuple[str, ...] = ()
 
 
+def image_path(c: Container, host: HostConfig) -> str:
+    """The lower layer of a directory or recipe image (the host image has two, see below)."""
+    recipe = parse_recipe(c.image)
+    if recipe is None:
+        return c.image
+    return str(host.image_store / identity(*recipe, c.packages))
+
+
 def root_layout(c: Container, host: HostConfig) -> RootLayout:
     runtime = host.container_runtime(c.name)
     state = host.container_state(c.name)
     base = str(runtime / "base") if c.host_image else None
     host_base = str(host.host_base) if c.host_image else None
-    lower = (base, host_base) if base and host_base else (c.image,)
+    lower = (base, host_base) if base and host_base else (image_path(c, host),)
     files_dir = str(runtime / "files") if c.files else None
     if c.ephemeral:
         scratch = runtime / "scratch"
@@ -187,6 +196,10 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
             keys.append("enable-tun")
     if c.private_users != "no":
         keys.append("private-users")
+    if parse_recipe(c.image):
+        keys.append("image (recipes)")
+    if c.packages:
+        keys.append("packages")
     keys += set_network_keys(c)
     return tuple(keys)
 
@@ -244,7 +257,7 @@ def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
 def render(c: Container, facts: HostFacts) -> Render:
     layout = root_layout(c, facts.host)
     required = tuple(sorted({m.host_path for m in c.bind_mounts}))
-    if not c.host_image:
+    if c.directory_image:
         required = (c.image, *required)
     return Render(
         container=c,

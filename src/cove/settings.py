@@ -19,6 +19,7 @@ from cove.parsing import (
     parse_text,
     parse_text_list,
 )
+from cove.recipes import MIRRORS, PACKAGE, parse_recipe
 from cove.timespan import parse_timespan
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,9 +42,23 @@ def parse_image(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
         return text
     if text.startswith("/"):
         return parse_layer_path(text, path, diag)
+    if parse_recipe(text):
+        return text
     return diag.error(
-        path, f'expected "host" or an absolute path to a root directory, got {text!r}'
+        path,
+        f'expected "host", a recipe ({", ".join(f"{d}:SUITE" for d in MIRRORS)}) or an '
+        f"absolute path to a root directory, got {text!r}",
     )
+
+
+def parse_packages(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
+    items = parse_text_list(value, path, diag)
+    if isinstance(items, _Invalid):
+        return items
+    bad = [i for i, name in enumerate(items) if not PACKAGE.match(name)]
+    for i in bad:
+        diag.error(f"{path}[{i}]", f"expected a package name such as nginx, got {items[i]!r}")
+    return INVALID if bad else items
 
 
 def parse_tmpfs(value: object, path: str, diag: Diagnostics) -> tuple[str, ...] | _Invalid:
@@ -310,9 +325,18 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         "string",
         "host",
         parse_image,
-        'root image: "host" (the host\'s /usr, read-only, with a generated /etc) or an '
-        "absolute path to a root directory",
+        'root image: "host" (the host\'s /usr, read-only, with a generated /etc), a recipe '
+        'such as "debian:bookworm" built into the image store, or an absolute path to a root '
+        "directory",
         None,
+    ),
+    Setting(
+        "packages",
+        "packages",
+        "list of strings",
+        (),
+        parse_packages,
+        "distribution packages installed into a recipe image (part of its identity)",
     ),
     Setting(
         "boot",

@@ -102,3 +102,39 @@ def test_options_reference_page_is_current() -> None:
     assert page.read_text() == options_markdown(), "regenerate: cove options --markdown"
     for nixos in ("privateNetwork", "extraVeths", "forwardPorts", "privateUsers", "bindMounts"):
         assert f"| `{nixos}` |" in page.read_text()
+
+
+def test_every_container_key_has_a_golden_case() -> None:
+    import tomllib
+
+    from cove.netsettings import VETH_SETTINGS
+    from cove.settings import CONTAINER_SETTINGS
+
+    used: set[str] = set()
+    for case in CASES:
+        document = tomllib.loads((GOLDEN / case / "cove.toml").read_text())
+        for table in document.get("containers", {}).values():
+            used |= set(table)
+            for veth in table.get("extra-veths", {}).values():
+                used |= {f"extra-veths.{key}" for key in veth}
+    assert {s.key for s in CONTAINER_SETTINGS} - used == set()
+    assert {f"extra-veths.{s.key}" for s in VETH_SETTINGS} - used == set()
+
+
+def test_options_json_lists_every_key() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from cove.settings import CONTAINER_SETTINGS
+
+    out = subprocess.run([sys.executable, "-m", "cove", "options", "--json"], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    data = json.loads(out)
+    assert data["version"] == 1
+    assert [o["key"] for o in data["options"]] == [s.key for s in CONTAINER_SETTINGS]
+    by_key = {o["key"]: o for o in data["options"]}
+    assert by_key["private-network"]["nixos"] == "privateNetwork"
+    assert by_key["private-network"]["default"] == "false"
+    assert by_key["timeout-start-sec"]["default"] == '"60s"'
+    assert by_key["host-address"]["default"] == "unset"

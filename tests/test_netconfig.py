@@ -167,8 +167,8 @@ def test_v6_only_gets_a_veth_and_both_addresses() -> None:
         local-address6 = "fc00::2"
         """)
     assert "ip link add ve-c type veth peer name eth0 netns cove-c" in steps
-    assert "ip -6 addr add fc00::1 dev ve-c" in steps
-    assert "ip -n cove-c -6 addr add fc00::2 dev eth0" in steps
+    assert "ip -6 addr add fc00::1 dev ve-c nodad" in steps
+    assert "ip -n cove-c -6 addr add fc00::2 dev eth0 nodad" in steps
     assert not any(" addr add 10." in s for s in steps)
 
 

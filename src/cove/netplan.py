@@ -45,32 +45,40 @@ def _bare(address: str) -> str:
     return str(_interface(address).ip)
 
 
+Step = tuple[str, ...]  # one `ip` command, as its argv
+
+
+def ip(*args: str, ns: str | None = None, v6: bool = False) -> Step:
+    return ("ip", *(("-n", ns) if ns else ()), *(("-6",) if v6 else ()), *args)
+
+
 def _veth_steps(
     ns: str, host: str, guest: str, net: NetworkOptions, default_route: bool
-) -> list[str]:
-    inside = f"ip -n {ns}"
-    steps = [f"ip link add {host} type veth peer name {guest} netns {ns}"]
+) -> list[Step]:
+    steps = [ip("link", "add", host, "type", "veth", "peer", "name", guest, "netns", ns)]
     if net.local_mac_address:
-        steps.append(f"{inside} link set {guest} address {net.local_mac_address}")
+        steps.append(ip("link", "set", guest, "address", net.local_mac_address, ns=ns))
     if net.host_bridge:
-        steps.append(f"ip link set {host} master {net.host_bridge}")
-    steps.append(f"ip link set {host} up")
-    steps.append(f"{inside} link set {guest} up")
-    pairs = (
-        (net.host_address, net.local_address, ""),
-        (net.host_address6, net.local_address6, " -6"),
-    )
-    for host_addr, local_addr, family in pairs:
+        steps.append(ip("link", "set", host, "master", net.host_bridge))
+    steps.append(ip("link", "set", host, "up"))
+    steps.append(ip("link", "set", guest, "up", ns=ns))
+    for host_addr, local_addr, v6 in (
+        (net.host_address, net.local_address, False),
+        (net.host_address6, net.local_address6, True),
+    ):
+        # A veth's peer is known: duplicate address detection would only delay the start.
+        nodad = ("nodad",) if v6 else ()
         if host_addr and not net.host_bridge:
-            steps.append(f"ip{family} addr add {host_addr} dev {host}")
+            steps.append(ip("addr", "add", host_addr, "dev", host, *nodad, v6=v6))
         if local_addr:
-            steps.append(f"{inside}{family} addr add {local_addr} dev {guest}")
+            steps.append(ip("addr", "add", local_addr, "dev", guest, *nodad, ns=ns, v6=v6))
         if host_addr and local_addr and not net.host_bridge and not _covers(host_addr, local_addr):
-            steps.append(f"ip{family} route add {_bare(local_addr)} dev {host}")
+            steps.append(ip("route", "add", _bare(local_addr), "dev", host, v6=v6))
         if host_addr and not (local_addr and _covers(local_addr, host_addr)):
-            steps.append(f"{inside}{family} route add {_bare(host_addr)} dev {guest}")
+            steps.append(ip("route", "add", _bare(host_addr), "dev", guest, ns=ns, v6=v6))
         if host_addr and default_route:
-            steps.append(f"{inside}{family} route add default via {_bare(host_addr)} dev {guest}")
+            gateway = _bare(host_addr)
+            steps.append(ip("route", "add", "default", "via", gateway, "dev", guest, ns=ns, v6=v6))
     return steps
 
 
@@ -87,15 +95,15 @@ def _forward_steps(net: NetworkOptions, link: str) -> list[str]:
     return steps
 
 
-def net_steps(c: Container) -> tuple[str, ...]:
+def net_steps(c: Container) -> tuple[Step, ...]:
     """Every step that builds this container's network, in order; empty without one."""
     if not c.private_network:
         return ()
     ns = netnames.namespace(c.name)
-    steps = [f"ip netns add {ns}", f"ip -n {ns} link set lo up"]
+    steps = [ip("netns", "add", ns), ip("link", "set", "lo", "up", ns=ns)]
     main = c.network
-    link = netnames.host_link(c.name, bool(c.host_bridge))
     if main.wants_veth:
+        link = netnames.host_link(c.name, bool(c.host_bridge))
         steps += _veth_steps(ns, link, GUEST_LINK, main, default_route=True)
     for veth in c.extra_veths:
         steps += _veth_steps(ns, veth.name, veth.name, veth.network, default_route=False)
@@ -103,13 +111,27 @@ def net_steps(c: Container) -> tuple[str, ...]:
         mv = f"mv-{iface}"[: netnames.MAX_IFNAME]
         # Made straight inside the namespace: no name clash on the host, nothing to move.
         steps += [
-            f"ip link add link {iface} name {mv} netns {ns} type macvlan mode bridge",
-            f"ip -n {ns} link set {mv} up",
-        ]
+            ip("link", "add", "link", iface, "name", mv, "netns", ns, "type", "macvlan", "mode",
+               "bridge"),
+            ip("link", "set", mv, "up", ns=ns),
+        ]  # fmt: skip
     for iface in c.interfaces:
-        steps += [f"ip link set {iface} netns {ns}", f"ip -n {ns} link set {iface} up"]
-    if main.wants_veth:
-        steps += _forward_steps(main, link)
-    for veth in c.extra_veths:
-        steps += _forward_steps(veth.network, veth.name)
+        steps += [ip("link", "set", iface, "netns", ns), ip("link", "set", iface, "up", ns=ns)]
     return tuple(steps)
+
+
+def forward_rules(c: Container) -> tuple[str, ...]:
+    """The port forwards, as the rules of cove's nftables table will say them."""
+    if not c.private_network:
+        return ()
+    rules = []
+    if c.network.wants_veth:
+        rules += _forward_steps(c.network, netnames.host_link(c.name, bool(c.host_bridge)))
+    for veth in c.extra_veths:
+        rules += _forward_steps(veth.network, veth.name)
+    return tuple(rules)
+
+
+def plan_text(c: Container) -> tuple[str, ...]:
+    """The steps and rules as lines one could type (every value is a single safe word)."""
+    return tuple(" ".join(step) for step in net_steps(c)) + forward_rules(c)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cove.model import AllowedDevice, Backend, Container, HostConfig
-from cove.netplan import namespace_path, net_steps
+from cove.netplan import namespace_path, plan_text
 from cove.netsettings import set_network_keys
 from cove.recipes import identity, parse_recipe
 from cove.timespan import format_timespan
@@ -266,7 +266,7 @@ def render(c: Container, facts: HostFacts) -> Render:
         env=NSPAWN_ENV,
         unit=unit_file(c, layout, facts),
         required_paths=required,
-        net=net_steps(c),
+        net=plan_text(c),
         unsupported=unsupported_keys(c, facts.backend),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -36,6 +37,9 @@ class Host:
     root: Path
     tag: str
     containers: dict[str, str] = field(default_factory=dict)
+    # A network namespace of the test's own: cove runs in it, so every link, address and
+    # route it makes on "the host" stays inside, and nothing reaches the machine's network.
+    netns: str | None = None
 
     @property
     def config(self) -> Path:
@@ -67,8 +71,9 @@ class Host:
         self, *args: str, input: str | None = None, check: bool = False, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "COVE_CONFIG": str(self.config)}
+        inside = ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
         result = subprocess.run(
-            [*COVE, *args],
+            [*inside, *COVE, *args],
             capture_output=True,
             text=True,
             input=input,
@@ -99,6 +104,25 @@ def cove_host() -> Iterator[Host]:
     host = Host(root=root, tag=tag)
     yield host
     _cleanup(host)
+
+
+@pytest.fixture
+def net_host(cove_host: Host) -> Iterator[Host]:
+    """A cove host whose "host network" is a namespace made for the test."""
+    cove_host.netns = f"cove-test-{cove_host.tag}"
+    subprocess.run(["ip", "netns", "add", cove_host.netns], check=True)
+    subprocess.run(["ip", "-n", cove_host.netns, "link", "set", "lo", "up"], check=True)
+    yield cove_host
+    _cleanup(cove_host)  # stops containers first: they give moved interfaces back here
+    for ns in os.listdir("/run/netns"):
+        if ns.endswith(cove_host.tag):  # the test's own, and any cove left behind
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def ip_json(netns: str, *args: str) -> list[dict[str, object]]:
+    out = subprocess.run(["ip", "-n", netns, "-json", *args], check=True, capture_output=True,
+                         text=True).stdout  # fmt: skip
+    return json.loads(out) if out.strip() else []
 
 
 def _cleanup(host: Host) -> None:

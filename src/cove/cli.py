@@ -106,8 +106,7 @@ def _stop(ctx: Context, terminate: bool) -> int:
 
     facts = ctx.direct_facts()
     for name in ctx.args.names:
-        timeout = ctx.container(name).timeout_stop_sec
-        stopped = direct.stop(facts, name, timeout, terminate=terminate)
+        stopped = direct.stop(facts, ctx.container(name), terminate=terminate)
         print(f"{name}: {'stopped' if stopped else 'not running'}")
     return 0
 
@@ -127,7 +126,7 @@ def cmd_restart(ctx: Context) -> int:
     for name in ctx.args.names:
         r = ctx.render(name)
         direct.check_start(r)
-        direct.stop(facts, name, r.container.timeout_stop_sec)
+        direct.stop(facts, r.container)
         _, leader = direct.start(r, facts)
         print(f"{name}: restarted (leader PID {leader})")
     return 0

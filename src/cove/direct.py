@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cove import cgroups, proc
+from cove import cgroups, net, proc
 from cove.errors import CoveError, NotRunning
+from cove.model import Container
 from cove.render import HostFacts, Render
 from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_nspawn_leftovers, remove_tree
 
@@ -88,7 +89,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         return False, observe(facts, c.name).leader
     try:
         if leftover:
-            _reap_orphan(facts, c.name, runtime, c.timeout_stop_sec)
+            _reap_orphan(facts, c, runtime, c.timeout_stop_sec)
         log_fd = open_log(log_path(facts, c.name))
     except BaseException:
         with contextlib.suppress(OSError):
@@ -143,9 +144,10 @@ def _control(runtime: RuntimeDir, command: str) -> socket.socket | None:
     return sock
 
 
-def stop(facts: HostFacts, name: str, timeout_stop: float, terminate: bool = False) -> bool:
+def stop(facts: HostFacts, c: Container, terminate: bool = False) -> bool:
     """Stop (or kill at once) and wait until nothing of the container is left.
     Returns False when it was not running."""
+    name = c.name
     runtime = RuntimeDir(facts.host, name)
     liveness = runtime.liveness()
     if liveness is Liveness.ABSENT:
@@ -168,7 +170,7 @@ def stop(facts: HostFacts, name: str, timeout_stop: float, terminate: bool = Fal
             f"{name} is busy: its supervisor does not answer", hint="try again in a moment"
         ) from None
     try:
-        _reap_orphan(facts, name, runtime, 0 if terminate else timeout_stop)
+        _reap_orphan(facts, c, runtime, 0 if terminate else c.timeout_stop_sec)
         remove_tree(runtime.path)
     finally:
         os.close(lock_fd)
@@ -181,8 +183,9 @@ def _wait_unlocked(runtime: RuntimeDir, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
-def _reap_orphan(facts: HostFacts, name: str, runtime: RuntimeDir, grace: float) -> None:
+def _reap_orphan(facts: HostFacts, c: Container, runtime: RuntimeDir, grace: float) -> None:
     """Tear down a container whose supervisor died: ask nspawn to stop, then kill the rest."""
+    name = c.name
     group = cgroups.Group(f"{facts.host.cgroup}/{name}")
     nspawn = runtime.read_status().get("nspawn")
     if isinstance(nspawn, int) and nspawn in group.pids() and grace > 0:
@@ -194,6 +197,7 @@ def _reap_orphan(facts: HostFacts, name: str, runtime: RuntimeDir, grace: float)
     group.remove()
     cgroups.Group(facts.host.cgroup).remove_if_empty()
     remove_nspawn_leftovers(name)
+    net.teardown(c, runtime.net_record)
     for entry in list(runtime.path.iterdir()) if runtime.path.is_dir() else []:
         remove_tree(entry)
 

@@ -15,7 +15,6 @@ from pathlib import PurePosixPath
 
 from cove.model import AllowedDevice, Backend, Container, HostConfig
 from cove.netplan import namespace_path, plan_text
-from cove.netsettings import set_network_keys
 from cove.recipes import identity, parse_recipe
 from cove.timespan import format_timespan
 from cove.unitfile import exec_line, plain, quote_setting, render_unit
@@ -200,7 +199,8 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
         keys.append("image (recipes)")
     if c.packages:
         keys.append("packages")
-    keys += set_network_keys(c)
+    if any(veth.network.forward_ports for veth in c.extra_veths) or c.forward_ports:
+        keys.append("forward-ports")
     return tuple(keys)
 
 

@@ -41,6 +41,11 @@ class RuntimeDir:
         return self.path / "control"
 
     @property
+    def net_record(self) -> Path:
+        """What the container's network took from the host (see net.setup)."""
+        return self.path / "net.json"
+
+    @property
     def status_file(self) -> Path:
         return self.path / "status.json"
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cove import cgroups, proc, rootfs, syscalls
+from cove import cgroups, net, proc, rootfs, syscalls
 from cove.errors import CoveError
 from cove.render import HostFacts, Render
 from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers, remove_tree
@@ -107,6 +107,7 @@ class Supervisor:
         control.listen(16)
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
         try:
+            net.setup(self.c, self.runtime.net_record)
             while True:
                 status = self._boot_once()
                 if status == REBOOT_EXIT and not self.stopping and self.ready:
@@ -347,6 +348,8 @@ class Supervisor:
         me = os.getpid()
         self.group.kill(exclude=me)
         self.group.wait_empty(5, exclude=me)
+        with contextlib.suppress(CoveError):
+            net.teardown(self.c, self.runtime.net_record)
         cgroups.Group("").join(me)
         self.group.remove()
         cgroups.Group(self.facts.host.cgroup).remove_if_empty()

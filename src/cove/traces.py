@@ -57,6 +57,7 @@ def snapshot(host: HostConfig, names: list[str]) -> Snapshot:
     # The image store holds shared images, not traces of any one container.
     files = {f for d in dirs for f in _walk(d, skip=str(host.image_store))}
     netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    netns = {ns for ns in netns if ns.startswith("cove-") and any(n in ns for n in names)}
     links = set(os.listdir("/sys/class/net"))
     nspawn = {str(p) for p in _walk(str(NSPAWN_RUN)) if any(n in p for n in names)}
     return Snapshot(

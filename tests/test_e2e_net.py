@@ -1,0 +1,212 @@
+"""Container networks for real, built before nspawn starts (direct backend). Every test runs
+cove inside a network namespace of its own, so the "host" links, addresses and routes below
+are the test's, and all traffic stays between that namespace and its containers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cove import netnames
+from tests.conftest import Host, ip_json
+from tests.test_e2e_busybox import app
+
+pytestmark = pytest.mark.e2e
+
+
+def _links(netns: str) -> dict[str, dict[str, object]]:
+    return {str(link["ifname"]): link for link in ip_json(netns, "-details", "link", "show")}
+
+
+def _namespaces() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+def _ping(host: Host, name: str, address: str) -> subprocess.CompletedProcess[str]:
+    return host.cove("run", name, "--", "ping", "-c", "1", "-W", "2", address)
+
+
+def test_private_network_alone_is_loopback_only(net_host: Host, busybox_image: Path) -> None:
+    name = net_host.name("lo")
+    net_host.write(app(net_host, "lo", busybox_image, "ephemeral = true\nprivate-network = true"))
+    assert net_host.netns
+    before = set(_links(net_host.netns))
+    net_host.cove("start", name, check=True)
+    inside = net_host.cove("run", name, "--", "ip", "-o", "link", check=True).stdout
+    assert [line.split(":")[1].strip() for line in inside.splitlines()] == ["lo"]
+    assert set(_links(net_host.netns)) == before
+    assert f"cove-{name}" in _namespaces()
+    net_host.cove("stop", name, check=True)
+    assert f"cove-{name}" not in _namespaces()
+
+
+def test_routed_veths_v4_v6_and_prefixes(net_host: Host, busybox_image: Path) -> None:
+    assert net_host.netns
+    dual, prefixed = net_host.name("dual"), net_host.name("pfx")
+    net_host.write(
+        app(net_host, "dual", busybox_image, """
+        ephemeral = true
+        private-network = true
+        host-address = "10.77.0.1"
+        local-address = "10.77.0.2"
+        host-address6 = "fd77::1"
+        local-address6 = "fd77::2"
+        """)
+        + app(net_host, "pfx", busybox_image, """
+        ephemeral = true
+        private-network = true
+        host-address = "10.78.0.1/24"
+        local-address = "10.78.0.2/24"
+        local-mac-address = "02:00:00:00:78:02"
+        """)
+    )  # fmt: skip
+    net_host.cove("start", dual, prefixed, check=True)
+    for name, address in ((dual, "10.77.0.1"), (dual, "fd77::1"), (prefixed, "10.78.0.1")):
+        result = _ping(net_host, name, address)
+        assert result.returncode == 0, result.stdout + result.stderr
+    routes = net_host.cove("run", dual, "--", "ip", "route", check=True).stdout
+    assert "default via 10.77.0.1 dev eth0" in routes
+    routes6 = net_host.cove("run", dual, "--", "ip", "-6", "route", check=True).stdout
+    assert "default via fd77::1 dev eth0" in routes6
+    mac = net_host.cove("run", prefixed, "--", "ip", "link", "show", "eth0", check=True)
+    assert "link/ether 02:00:00:00:78:02 " in mac.stdout
+    host_routes = subprocess.run(["ip", "-n", net_host.netns, "route"], capture_output=True,
+                                 text=True, check=True).stdout  # fmt: skip
+    assert f"10.77.0.2 dev ve-{dual}" in host_routes
+    assert f"10.78.0.0/24 dev ve-{prefixed}" in host_routes
+    net_host.cove("stop", dual, prefixed, check=True)
+    assert not {f"ve-{dual}", f"ve-{prefixed}"} & set(_links(net_host.netns))
+    assert not {f"cove-{dual}", f"cove-{prefixed}"} & _namespaces()
+
+
+def test_containers_on_a_bridge_reach_each_other_and_the_host(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    bridge = f"br-{net_host.tag}"
+    ns = ["ip", "-n", net_host.netns]
+    subprocess.run([*ns, "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run([*ns, "addr", "add", "10.79.0.1/24", "dev", bridge], check=True)
+    subprocess.run([*ns, "link", "set", bridge, "up"], check=True)
+    one, two, bare = net_host.name("one"), net_host.name("two"), net_host.name("bare")
+    bridged = f'ephemeral = true\nprivate-network = true\nhost-bridge = "{bridge}"\n'
+    net_host.write(
+        app(net_host, "one", busybox_image, bridged + 'local-address = "10.79.0.11/24"\n'
+            'host-address = "10.79.0.1"')
+        + app(net_host, "two", busybox_image, bridged + 'local-address = "10.79.0.12/24"')
+        + app(net_host, "bare", busybox_image, bridged)
+    )  # fmt: skip
+    net_host.cove("start", one, two, bare, check=True)
+    links = _links(net_host.netns)
+    for name in (one, two, bare):
+        assert links[f"vb-{name}"]["master"] == bridge
+    for address in ("10.79.0.12", "10.79.0.1"):
+        result = _ping(net_host, one, address)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "default via 10.79.0.1" in net_host.cove("run", one, "--", "ip", "route").stdout
+    net_host.cove("stop", one, two, bare, check=True)
+    assert not [n for n in _links(net_host.netns) if n.startswith("vb-")]
+
+
+def test_moved_interfaces_macvlans_and_extra_veths(net_host: Host, busybox_image: Path) -> None:
+    assert net_host.netns
+    ns = ["ip", "-n", net_host.netns]
+    moved, parent = f"dm{net_host.tag}", f"dp{net_host.tag}"
+    # veth pairs stand in for physical interfaces (this kernel has no dummy driver)
+    for link in (moved, parent):
+        subprocess.run([*ns, "link", "add", link, "type", "veth", "peer", "name", link + "p"],
+                       check=True)  # fmt: skip
+    subprocess.run([*ns, "link", "set", parent, "up"], check=True)
+    name = net_host.name("many")
+    net_host.write(
+        app(net_host, "many", busybox_image, f"""
+        ephemeral = true
+        private-network = true
+        interfaces = ["{moved}"]
+        macvlans = ["{parent}"]
+        [containers.{net_host.name("many")}.extra-veths.x{net_host.tag}]
+        host-address = "10.80.0.1"
+        local-address = "10.80.0.2"
+        local-mac-address = "02:00:00:00:80:02"
+        """)
+    )  # fmt: skip
+    net_host.cove("start", name, check=True)
+    inside = net_host.cove("run", name, "--", "ip", "-o", "link", check=True).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in inside.splitlines()}
+    assert {moved, f"mv-{parent}"[:15], f"x{net_host.tag}"} <= names
+    assert moved not in _links(net_host.netns)
+    mac = net_host.cove("run", name, "--", "ip", "link", "show", f"x{net_host.tag}")
+    assert "link/ether 02:00:00:00:80:02 " in mac.stdout
+    result = _ping(net_host, name, "10.80.0.1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The extra veth has no default route: only the main one would.
+    assert "default" not in net_host.cove("run", name, "--", "ip", "route").stdout
+    net_host.cove("stop", name, check=True)
+    links = _links(net_host.netns)
+    assert moved in links, "a moved interface comes back to the host at stop"
+    assert f"x{net_host.tag}" not in links
+
+
+def test_a_failed_network_setup_leaves_nothing(net_host: Host, busybox_image: Path) -> None:
+    assert net_host.netns
+    name = net_host.name("nobr")
+    net_host.write(
+        app(net_host, "nobr", busybox_image, """
+        ephemeral = true
+        private-network = true
+        host-bridge = "no-such-br"
+        local-address = "10.81.0.2/24"
+        """)
+    )  # fmt: skip
+    for d in ("state", "run"):
+        (net_host.root / d).mkdir()
+    before, links = net_host.snapshot(), set(_links(net_host.netns))
+    result = net_host.cove("start", name)
+    assert result.returncode == 1
+    assert f"cove: {name} failed to start: network: `ip link set vb-{name} master no-such-br` " \
+        "failed" in result.stderr  # fmt: skip
+    assert f"cove-{name}" not in _namespaces()
+    assert set(_links(net_host.netns)) == links
+    assert before.difference(net_host.snapshot()) == {}
+
+
+def test_joining_an_existing_namespace_leaves_it_alone(net_host: Host, busybox_image: Path) -> None:
+    shared = f"shared-{net_host.tag}"
+    subprocess.run(["ip", "netns", "add", shared], check=True)
+    subprocess.run(["ip", "-n", shared, "link", "add", "marker0", "type", "bridge"], check=True)
+    name = net_host.name("join")
+    net_host.write(
+        app(net_host, "join", busybox_image, f'network-namespace = "/run/netns/{shared}"')
+    )
+    net_host.cove("start", name, check=True)
+    inside = net_host.cove("run", name, "--", "ip", "-o", "link", check=True).stdout
+    assert "marker0" in inside
+    net_host.cove("stop", name, check=True)
+    assert shared in _namespaces()
+    assert "marker0" in _links(shared)
+
+
+def test_long_names_get_a_hashed_host_link(net_host: Host, busybox_image: Path) -> None:
+    assert net_host.netns
+    name = f"a-forty-character-container-names-{net_host.tag}"
+    assert len(name) == 40
+    net_host.write(f"""
+        [containers.{name}]
+        image = "{busybox_image}"
+        boot = false
+        command = ["/bin/sleep", "1000"]
+        ephemeral = true
+        private-network = true
+        host-address = "10.82.0.1"
+        local-address = "10.82.0.2"
+        """)
+    net_host.cove("start", name, check=True)
+    link = netnames.host_link(name, False)
+    assert len(link) == 15
+    assert link in _links(net_host.netns)
+    assert _ping(net_host, name, "10.82.0.1").returncode == 0
+    net_host.cove("stop", name, check=True)
+    assert link not in _links(net_host.netns)

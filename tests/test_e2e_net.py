@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,76 @@ def test_long_names_get_a_hashed_host_link(net_host: Host, busybox_image: Path) 
     assert _ping(net_host, name, "10.82.0.1").returncode == 0
     net_host.cove("stop", name, check=True)
     assert link not in _links(net_host.netns)
+
+
+def _other_host(net_host: Host) -> str:
+    """A second machine: a namespace on a veth to the test's host, 10.92.0.2 / fd92::2."""
+    assert net_host.netns
+    other = f"other-{net_host.tag}"
+    link = f"o-{net_host.tag}"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    ns, far = ["ip", "-n", net_host.netns], ["ip", "-n", other]
+    subprocess.run([*ns, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
+                    other], check=True)  # fmt: skip
+    for cmd in (
+        [*ns, "addr", "add", "10.92.0.1/24", "dev", link],
+        [*ns, "addr", "add", "fd92::1/64", "dev", link, "nodad"],
+        [*ns, "link", "set", link, "up"],
+        [*far, "addr", "add", "10.92.0.2/24", "dev", "eth0"],
+        [*far, "addr", "add", "fd92::2/64", "dev", "eth0", "nodad"],
+        [*far, "link", "set", "eth0", "up"],
+        [*far, "link", "set", "lo", "up"],
+    ):
+        subprocess.run(cmd, check=True)
+    return other
+
+
+FETCH = (
+    "import sys, urllib.request; "
+    "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end='')"
+)
+
+
+def _fetch(netns: str, url: str) -> str:
+    """An HTTP GET made from inside `netns` (busybox's static wget crashes outside its root)."""
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", sys.executable, "-c", FETCH, url]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    return result.stdout if result.returncode == 0 else f"failed: {result.stderr[-200:]}"
+
+
+HTTPD = '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]'
+
+
+def test_forwarded_ports_from_other_hosts_the_host_and_localhost(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    other = _other_host(net_host)
+    name = net_host.name("web")
+    net_host.write(
+        app(net_host, "web", busybox_image, command=HTTPD, extra="""
+        ephemeral = true
+        files = { "/www/index.html" = "hello from the container\\n" }
+        private-network = true
+        host-address = "10.91.0.1"
+        local-address = "10.91.0.2"
+        host-address6 = "fd91::1"
+        local-address6 = "fd91::2"
+        forward-ports = [{ host-port = 8080, container-port = 80 }]
+        """)
+    )  # fmt: skip
+    net_host.cove("start", name, check=True)
+    hello = "hello from the container\n"
+    assert _fetch(other, "http://10.92.0.1:8080/") == hello  # another host, v4
+    assert _fetch(other, "http://[fd92::1]:8080/") == hello  # another host, v6
+    assert _fetch(net_host.netns, "http://10.92.0.1:8080/") == hello  # own v4
+    assert _fetch(net_host.netns, "http://[fd92::1]:8080/") == hello  # own v6
+    assert _fetch(net_host.netns, "http://127.0.0.1:8080/") == hello
+    listed = subprocess.run(["nsenter", f"--net=/run/netns/{net_host.netns}", "nft", "list",
+                             "table", "inet", "cove"], capture_output=True, text=True)  # fmt: skip
+    assert f"fwd-{name}" in listed.stdout
+    net_host.cove("stop", name, check=True)
+    gone = subprocess.run(["nsenter", f"--net=/run/netns/{net_host.netns}", "nft", "list",
+                           "tables"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert "cove" not in gone.stdout, "the table goes with the last container's rules"
+    assert _fetch(other, "http://10.92.0.1:8080/").startswith("failed")

@@ -60,12 +60,6 @@ def test_copy_resolv_conf(cove_host: Host, busybox_image: Path) -> None:
         ("enable-tun = true", "enable-tun"),
         ('private-users = "pick"', "private-users"),
         ('enable-tun = true\nprivate-users = "identity"', "enable-tun, private-users"),
-        # refused before anything is made, so no link reaches the machine's own network
-        (
-            'private-network = true\nlocal-address = "10.0.0.2"\n'
-            "forward-ports = [{ host-port = 8 }]",
-            "forward-ports",
-        ),
     ],
 )
 def test_keys_without_a_runtime_refuse_to_start(

@@ -220,7 +220,7 @@ SAMPLES = {
 }
 
 
-WITHOUT_RUNTIME = {"forward-ports", "allowed-devices", "enable-tun", "private-users"}
+WITHOUT_RUNTIME = {"allowed-devices", "enable-tun", "private-users"}
 
 
 @pytest.mark.parametrize("key", sorted(SAMPLES))

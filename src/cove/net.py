@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cove import netnames, proc
 from cove.errors import CoveError
 from cove.model import Container
 from cove.netplan import Step, net_steps
+from cove.nftplan import TABLE, chain, forwarding
+
+if TYPE_CHECKING:
+    import subprocess
 
 NETNS_DIR = "/run/netns"
 
@@ -41,6 +45,7 @@ def setup(c: Container, record: Path) -> None:
     try:
         for step in steps:
             _ip(step)
+        add_forwards(c)
     except BaseException:
         teardown(c, record)
         raise
@@ -49,6 +54,7 @@ def setup(c: Container, record: Path) -> None:
 def teardown(c: Container, record: Path) -> None:
     """Give moved interfaces back to this network namespace, then delete the container's
     namespace, which takes its veths (both ends) and macvlans with it."""
+    remove_forwards(c)
     recorded = _read(record)
     moved = recorded.get("moved", list(c.interfaces))
     links = recorded.get("links", host_links(c))
@@ -85,4 +91,72 @@ def _read(record: Path) -> dict[str, list[str]]:
         key: [str(v) for v in value]
         for key, value in data.items()
         if key in ("moved", "links") and isinstance(value, list)
+    }
+
+
+def _nft(script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
+    argv = [proc.find_program("nft") or "/usr/sbin/nft", "-f", "-"]
+    proc.debug("+ " + proc.command_line(argv) + " <<EOF\n" + script + "EOF")
+    result = subprocess.run(
+        argv, input=script, capture_output=True, text=True, env=proc.clean_env()
+    )
+    if check and result.returncode != 0:
+        raise CoveError(f"network: nft refused the forwards: {result.stderr.strip()}")
+    return result
+
+
+def _sysctl(path: str, value: str) -> None:
+    try:
+        with open(f"/proc/sys/net/{path}", "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise CoveError(f"network: cannot set net/{path}: {e.strerror}") from None
+
+
+def add_forwards(c: Container) -> None:
+    """The container's port forwards, in one nft transaction; IP forwarding is turned on
+    (and left on) for the host to pass packets from other hosts to the container."""
+    rules = forwarding(c)
+    if rules is None:
+        return
+    remove_forwards(c)
+    for link in rules.localnet_links:
+        _sysctl(f"ipv4/conf/{link}/route_localnet", "1")
+    _sysctl("ipv4/ip_forward", "1")
+    if rules.v6:
+        _sysctl("ipv6/conf/all/forwarding", "1")
+    _nft("\n".join(rules.script) + "\n")
+
+
+def remove_forwards(c: Container) -> None:
+    """Delete the container's rules and chain; the table goes when nobody uses it."""
+    listed = _nft_json()
+    if listed is None:
+        return
+    mine = [
+        f"delete rule inet {TABLE} {rule['chain']} handle {rule['handle']}"
+        for rule in listed["rules"]
+        if rule.get("comment") == c.name
+    ]
+    if chain(c.name) in listed["chains"]:
+        mine.append(f"delete chain inet {TABLE} {chain(c.name)}")
+    others = [ch for ch in listed["chains"] if ch.startswith("fwd-") and ch != chain(c.name)]
+    if not others:
+        mine = [f"delete table inet {TABLE}"]
+    _nft("\n".join(mine) + "\n", check=False)
+
+
+def _nft_json() -> dict[str, list[Any]] | None:
+    import subprocess
+
+    argv = [proc.find_program("nft") or "/usr/sbin/nft", "-j", "list", "table", "inet", TABLE]
+    result = subprocess.run(argv, capture_output=True, text=True, env=proc.clean_env())
+    if result.returncode != 0:  # no table: nothing of cove's
+        return None
+    items = json.loads(result.stdout).get("nftables", [])
+    return {
+        "rules": [i["rule"] for i in items if "rule" in i],
+        "chains": [i["chain"]["name"] for i in items if "chain" in i],
     }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cove import netnames
 from cove.model import Container, NetworkOptions
+from cove.nftplan import forwarding
 
 if TYPE_CHECKING:
     import ipaddress
@@ -82,19 +83,6 @@ def _veth_steps(
     return steps
 
 
-def _forward_steps(net: NetworkOptions, link: str) -> list[str]:
-    steps = []
-    for f in net.forward_ports:
-        for local, family in ((net.local_address, "ip"), (net.local_address6, "ip6")):
-            if local:
-                target = _bare(local) if family == "ip" else f"[{_bare(local)}]"
-                steps.append(
-                    f"nft: {family} {f.protocol} dport {f.host_port} dnat to "
-                    f"{target}:{f.target_port} via {link}"
-                )
-    return steps
-
-
 def net_steps(c: Container) -> tuple[Step, ...]:
     """Every step that builds this container's network, in order; empty without one."""
     if not c.private_network:
@@ -120,18 +108,8 @@ def net_steps(c: Container) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def forward_rules(c: Container) -> tuple[str, ...]:
-    """The port forwards, as the rules of cove's nftables table will say them."""
-    if not c.private_network:
-        return ()
-    rules = []
-    if c.network.wants_veth:
-        rules += _forward_steps(c.network, netnames.host_link(c.name, bool(c.host_bridge)))
-    for veth in c.extra_veths:
-        rules += _forward_steps(veth.network, veth.name)
-    return tuple(rules)
-
-
 def plan_text(c: Container) -> tuple[str, ...]:
     """The steps and rules as lines one could type (every value is a single safe word)."""
-    return tuple(" ".join(step) for step in net_steps(c)) + forward_rules(c)
+    forwards = forwarding(c)
+    rules = tuple(f"nft {line}" for line in forwards.script) if forwards else ()
+    return tuple(" ".join(step) for step in net_steps(c)) + rules

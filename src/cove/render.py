@@ -199,8 +199,6 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
         keys.append("image (recipes)")
     if c.packages:
         keys.append("packages")
-    if any(veth.network.forward_ports for veth in c.extra_veths) or c.forward_ports:
-        keys.append("forward-ports")
     return tuple(keys)
 
 

@@ -84,6 +84,8 @@ class Supervisor:
         self.recent: deque[str] = deque(maxlen=LOG_TAIL)
         self.joined: Callable[[], None] = lambda: None
         self.join_error: str | None = None
+        self.failure: str | None = None
+        self.failure_log: list[str] = []
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -121,6 +123,9 @@ class Supervisor:
             self._fail(f"supervisor error: {type(e).__name__}: {e}")
         finally:
             self._teardown()
+            # Only now: `cove start` returns when this arrives, and must find nothing left.
+            if self.failure is not None:
+                self._report({"ok": False, "error": self.failure, "log": self.failure_log})
         return 0
 
     def _join_own_cgroup(self) -> None:
@@ -319,10 +324,11 @@ class Supervisor:
         self._report({"ok": True, "leader": self.leader})
 
     def _fail(self, reason: str) -> None:
+        """Remember why the start failed; the report waits until everything is cleaned up."""
         self._say(reason)
-        self._report(
-            {"ok": False, "error": reason, "log": log_tail(log_path(self.facts, self.c.name))}
-        )
+        if self.failure is None and self.report_fd is not None:
+            self.failure = reason
+            self.failure_log = log_tail(log_path(self.facts, self.c.name))
 
     def _status(self, state: str) -> dict[str, Any]:
         return {

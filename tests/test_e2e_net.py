@@ -284,3 +284,47 @@ def test_forwarded_ports_from_other_hosts_the_host_and_localhost(
                            "tables"], capture_output=True, text=True, check=True)  # fmt: skip
     assert "cove" not in gone.stdout, "the table goes with the last container's rules"
     assert _fetch(other, "http://10.92.0.1:8080/").startswith("failed")
+
+
+NETCHECK = """[Unit]
+Description=reach the host during boot
+Before=multi-user.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/python3 -c "import socket; socket.create_connection(('10.83.0.1', 9999), 5)"
+"""
+
+
+WANTS = "[Unit]\\nWants=netcheck.service\\n"  # a drop-in: `files` writes no symlinks
+
+
+def test_a_booted_guest_reaches_the_host_while_it_boots(net_host: Host) -> None:
+    assert net_host.netns
+    listener = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{net_host.netns}", "--", sys.executable, "-m",
+         "http.server", "9999", "--bind", "0.0.0.0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        name = net_host.name("boot")
+        unit = NETCHECK.replace("\n", "\\n").replace('"', '\\"')
+        net_host.write(f"""
+            [containers.{name}]
+            ephemeral = true
+            private-network = true
+            host-address = "10.83.0.1"
+            local-address = "10.83.0.2"
+            [containers.{name}.files]
+            "/etc/systemd/system/netcheck.service" = "{unit}"
+            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{WANTS}"
+            """)
+        net_host.cove("start", name, check=True)
+        check = net_host.cove("run", name, "--", "systemctl", "is-active", "netcheck.service")
+        assert check.stdout == "active\n", net_host.log(name)[-2000:]
+        state = net_host.cove("run", name, "--", "systemctl", "is-system-running")
+        assert state.stdout == "running\n"
+        net_host.cove("stop", name, check=True)
+    finally:
+        listener.kill()  # the listener this test started, by PID
+        listener.wait()

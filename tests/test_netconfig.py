@@ -246,3 +246,30 @@ def test_recipe_images_are_refused_until_the_image_store_exists() -> None:
     config = parse('[containers.c]\nimage = "ubuntu:noble"\npackages = ["nginx"]\n')
     facts = HostFacts(host=config.host, backend=Backend.DIRECT)
     assert render(config.containers["c"], facts).unsupported == ("image (recipes)", "packages")
+
+
+def test_show_ip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "cove.toml"
+    config.write_text(
+        "[containers.both]\nprivate-network = true\n"
+        'local-address = "10.0.0.2/24"\nlocal-address6 = "fc00::2/64"\n'
+        '[containers.six]\nprivate-network = true\nlocal-address6 = "fc00::3"\n'
+        "[containers.none]\n"
+    )
+
+    def show(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "cove", "--config", str(config), "show-ip", *args]
+        return subprocess.run(argv, capture_output=True, text=True)
+
+    assert show("both").stdout == "10.0.0.2\n"
+    assert show("six").stdout == "fc00::3\n"
+    none = show("none")
+    assert (none.returncode, none.stdout) == (3, "")
+    assert "cove: none has no address" in none.stderr
+    data = json.loads(show("both", "--json").stdout)
+    assert (data["version"], data["ipv4"], data["ipv6"]) == (1, "10.0.0.2", "fc00::2")
+    assert show("undeclared").returncode == 3

@@ -232,6 +232,28 @@ def cmd_root_login(ctx: Context) -> int:
     return EXIT_FAILED
 
 
+def cmd_show_ip(ctx: Context) -> int:
+    """The container's address as other programs want it: v4, else v6, without a prefix."""
+    c = ctx.container(ctx.args.name)
+    address = c.local_address or c.local_address6
+    if ctx.args.json:
+        _print_json(
+            {
+                "name": c.name,
+                "ipv4": c.local_address.split("/")[0] if c.local_address else None,
+                "ipv6": c.local_address6.split("/")[0] if c.local_address6 else None,
+            }
+        )
+        return 0 if address else 3
+    if not address:
+        raise NotFound(
+            f"{c.name} has no address",
+            hint=f"set local-address or local-address6 in containers.{c.name}",
+        )
+    print(address.split("/")[0])
+    return 0
+
+
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
@@ -360,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p = verb("root-login", cmd_root_login, "open a root shell in a running container")
     p.add_argument("name", metavar="NAME")
+    p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")
+    p.add_argument("name", metavar="NAME")
+    json_flag(p)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

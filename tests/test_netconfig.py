@@ -69,13 +69,15 @@ def test_network_keys_parse() -> None:
          "or local-address6 to forward to"),
         ('host-bridge = "a-bridge-name-too-long"', "containers.c.host-bridge: an interface name "
          "has at most 15 bytes"),
-        ('interfaces = ["eth 1"]', "containers.c.interfaces[0]: an interface name cannot be"),
+        ('interfaces = ["eth 1"]', "containers.c.interfaces[0]: an interface name uses only "
+         "letters, digits, '-', '_' and '.' (and is not '.' or '..'), got 'eth 1'"),
+        ('host-bridge = "br\\"0"', 'containers.c.host-bridge: an interface name uses only'),
         ('interfaces = ["eth1", "eth1"]', "containers.c.interfaces: eth1 is listed twice"),
         ('interfaces = ["eth1"]\nmacvlans = ["eth1"]', "containers.c: interface eth1 is named "
          "more than once"),
         ('extra-veths.x0 = { host-adress = "10.0.0.1" }', "containers.c.extra-veths.x0."
          "host-adress: unknown key; did you mean 'host-address'?"),
-        ('extra-veths."x/0" = {}', 'containers.c.extra-veths."x/0": an interface name cannot'),
+        ('extra-veths."x/0" = {}', 'containers.c.extra-veths."x/0": an interface name uses only'),
         ('network-namespace = "/run/netns/x"', "containers.c.network-namespace: cannot be "
          "combined with private-network"),
         ('network-namespace = "x"', "containers.c.network-namespace: expected an absolute path"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,41 @@ def _ip(step: Step, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _batch(ns: str | None, steps: list[Step]) -> None:
+    """Run `steps` in one `ip -batch`; a failure names the step that failed."""
+    if not steps:
+        return
+    import subprocess
+
+    lines = []
+    for step in steps:
+        args = list(step[3:] if ns else step[1:])
+        lines.append(" ".join(a for a in args if a != "-6"))
+    argv = [proc.find_program("ip") or "/usr/sbin/ip", *(["-n", ns] if ns else []), "-batch", "-"]
+    script = "\n".join(lines) + "\n"
+    proc.debug("+ " + proc.command_line(argv) + " <<EOF\n" + script + "EOF")
+    result = subprocess.run(argv, input=script, capture_output=True, text=True,
+                            env=proc.clean_env())  # fmt: skip
+    if result.returncode != 0:
+        why = result.stderr.split("Command failed")[0].strip()
+        failed = _failed_step(steps, result.stderr)
+        what = f"`{' '.join(failed)}`" if failed else "ip"
+        raise CoveError(f"network: {what} failed: {why}")
+
+
+def _failed_step(steps: list[Step], stderr: str) -> Step | None:
+    """Which step `ip -batch` stopped at: it says the line, except for a bad argument, where
+    it exits at once naming only the argument."""
+    line = re.search(r"Command failed -:(\d+)", stderr)
+    if line and 0 < int(line.group(1)) <= len(steps):
+        return steps[int(line.group(1)) - 1]
+    for word in re.findall(r'"([^"]+)"', stderr):
+        for step in steps:
+            if word in step:
+                return step
+    return None
+
+
 def namespace_exists(c: Container) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, netnames.namespace(c.name)))
 
@@ -43,8 +79,11 @@ def setup(c: Container, record: Path) -> None:
         teardown(c, record)
     record.write_text(json.dumps({"moved": list(c.interfaces), "links": host_links(c)}))
     try:
-        for step in steps:
-            _ip(step)
+        # Host steps first, then those inside the namespace: nothing on the host waits for
+        # the guest's side, and each side is one `ip -batch` instead of a process per step.
+        ns = netnames.namespace(c.name)
+        _batch(None, [s for s in steps if s[1:3] != ("-n", ns)])
+        _batch(ns, [s for s in steps if s[1:3] == ("-n", ns)])
         add_forwards(c)
     except BaseException:
         teardown(c, record)

@@ -33,8 +33,11 @@ def ifname_problem(name: str) -> str | None:
         return "an interface name cannot be empty"
     if len(name.encode()) >= IFNAMSIZ:
         return f"an interface name has at most {IFNAMSIZ - 1} bytes, {name!r} has {len(name)}"
-    if name in (".", "..") or re.search(r"[/:\s]", name):
-        return f"an interface name cannot be '.', '..' or contain '/', ':' or spaces: {name!r}"
+    if name in (".", "..") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        return (
+            f"an interface name uses only letters, digits, '-', '_' and '.' (and is not '.' "
+            f"or '..'), got {name!r}"
+        )
     return None
 
 

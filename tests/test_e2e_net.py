@@ -328,3 +328,45 @@ def test_a_booted_guest_reaches_the_host_while_it_boots(net_host: Host) -> None:
     finally:
         listener.kill()  # the listener this test started, by PID
         listener.wait()
+
+
+UDP_ECHO = (  # one line: a command argument cannot hold a newline
+    "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+    "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(('::', 53)); "
+    "[s.sendto(b'pong ' + d, p) for d, p in iter(lambda: s.recvfrom(100), None)]"
+)
+UDP_ASK = (
+    "import socket, sys; family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET; "
+    "s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(3); "
+    "s.sendto(b'ping', (sys.argv[1], 5353)); print(s.recv(100).decode())"
+)
+
+
+def _ask_udp(netns: str, address: str) -> str:
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", sys.executable, "-c", UDP_ASK, address]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    return result.stdout if result.returncode == 0 else f"failed: {result.stderr[-200:]}"
+
+
+def test_udp_forwards_v4_and_v6(net_host: Host) -> None:
+    assert net_host.netns
+    other = _other_host(net_host)
+    name = net_host.name("udp")
+    net_host.write(f"""
+        [containers.{name}]
+        boot = false
+        command = ["/usr/bin/python3", "-c", '''{UDP_ECHO}''']
+        ephemeral = true
+        private-network = true
+        host-address = "10.94.0.1"
+        local-address = "10.94.0.2"
+        host-address6 = "fd94::1"
+        local-address6 = "fd94::2"
+        forward-ports = [{{ protocol = "udp", host-port = 5353, container-port = 53 }}]
+        """)
+    net_host.cove("start", name, check=True)
+    assert _ask_udp(other, "10.92.0.1") == "pong ping\n"
+    assert _ask_udp(other, "fd92::1") == "pong ping\n"
+    assert _ask_udp(net_host.netns, "127.0.0.1") == "pong ping\n"
+    net_host.cove("stop", name, check=True)
+    assert _ask_udp(other, "10.92.0.1").startswith("failed")

@@ -167,8 +167,9 @@ def test_a_failed_network_setup_leaves_nothing(net_host: Host, busybox_image: Pa
     before, links = net_host.snapshot(), set(_links(net_host.netns))
     result = net_host.cove("start", name)
     assert result.returncode == 1
-    assert f"cove: {name} failed to start: network: `ip link set vb-{name} master no-such-br` " \
-        "failed" in result.stderr  # fmt: skip
+    assert f"cove: {name} failed to start: network: host-bridge no-such-br does not exist" in (
+        result.stderr
+    )
     assert f"cove-{name}" not in _namespaces()
     assert set(_links(net_host.netns)) == links
     assert before.difference(net_host.snapshot()) == {}
@@ -370,3 +371,53 @@ def test_udp_forwards_v4_and_v6(net_host: Host) -> None:
     assert _ask_udp(net_host.netns, "127.0.0.1") == "pong ping\n"
     net_host.cove("stop", name, check=True)
     assert _ask_udp(other, "10.92.0.1").startswith("failed")
+
+
+PEER_SERVER = (
+    "import socket; s = socket.create_server(('0.0.0.0', 7000)); "
+    "[c.sendall(a[0].encode()) or c.close() for c, a in iter(s.accept, None)]"
+)
+ASK_PEER = (
+    "import socket; c = socket.create_connection(('10.92.0.2', 7000), timeout=3); "
+    "print(c.recv(100).decode())"
+)
+
+
+def test_nat_masquerades_through_the_named_uplink(net_host: Host) -> None:
+    assert net_host.netns
+    other = _other_host(net_host)  # the "internet": 10.92.0.2, behind uplink o-TAG
+    server = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{other}", "--", sys.executable, "-c", PEER_SERVER],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        natted, plain = net_host.name("nat"), net_host.name("nonat")
+        sleeper = 'boot = false\ncommand = ["/bin/sleep", "infinity"]\nephemeral = true\n'
+        net_host.write(
+            f"""
+            [containers.{natted}]
+            {sleeper}
+            private-network = true
+            host-address = "10.95.0.1"
+            local-address = "10.95.0.2"
+            nat = true
+            [containers.{plain}]
+            {sleeper}
+            private-network = true
+            host-address = "10.96.0.1"
+            local-address = "10.96.0.2"
+            """,
+            host=f'nat-interface = "o-{net_host.tag}"\n',
+        )
+        net_host.cove("start", natted, plain, check=True)
+        seen = net_host.cove("run", natted, "--", "python3", "-c", ASK_PEER)
+        assert seen.stdout == "10.92.0.1\n", seen.stderr  # the uplink's address, not 10.95.0.2
+        lost = net_host.cove("run", plain, "--", "python3", "-c", ASK_PEER)
+        assert lost.returncode != 0, "without nat the other host cannot answer"
+        net_host.cove("stop", natted, plain, check=True)
+        tables = subprocess.run(["nsenter", f"--net=/run/netns/{net_host.netns}", "nft", "list",
+                                 "tables"], capture_output=True, text=True, check=True)  # fmt: skip
+        assert "cove" not in tables.stdout
+    finally:
+        server.kill()  # the server this test started, by PID
+        server.wait()

@@ -81,6 +81,10 @@ def test_network_keys_parse() -> None:
         ('network-namespace = "/run/netns/x"', "containers.c.network-namespace: cannot be "
          "combined with private-network"),
         ('network-namespace = "x"', "containers.c.network-namespace: expected an absolute path"),
+        ('host-address = "10.0.0.1"\nlocal-address = "10.0.0.1/24"', "containers.c.local-address: "
+         "is the same address as host-address; each end of the veth needs its own"),
+        ('extra-veths.eth0 = { local-address = "10.1.0.2" }', "containers.c.extra-veths.eth0: "
+         "eth0 is taken inside the container"),
     ],
 )  # fmt: skip
 def test_bad_network_values(toml: str, message: str) -> None:
@@ -216,6 +220,7 @@ SAMPLES = {
     "macvlans": '["eth8"]',
     "extra-veths": '{ x0 = { local-address = "10.1.0.2" } }',
     "network-namespace": '"/run/netns/other"',
+    "nat": "true",
     "allowed-devices": '[{ node = "/dev/fuse" }]',
     "enable-tun": "true",
     "private-users": '"pick"',
@@ -232,9 +237,10 @@ def test_every_key_without_a_runtime_is_refused_not_ignored(key: str) -> None:
         s.key for s in NETWORK_SETTINGS
     }:
         extra = "private-network = true\n"
-    if key == "forward-ports":
+    if key in ("forward-ports", "nat"):
         extra += 'local-address = "10.0.0.2"\n'
-    config = parse(f"[containers.c]\n{extra}{key} = {SAMPLES[key]}\n")
+    host = '[host]\nnat-interface = "uplink0"\n' if key == "nat" else ""
+    config = parse(f"{host}[containers.c]\n{extra}{key} = {SAMPLES[key]}\n")
     facts = HostFacts(host=config.host, backend=Backend.DIRECT)
     unsupported = render(config.containers["c"], facts).unsupported
     assert (key in unsupported) == (key in WITHOUT_RUNTIME), unsupported
@@ -275,3 +281,20 @@ def test_show_ip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(show("both", "--json").stdout)
     assert (data["version"], data["ipv4"], data["ipv6"]) == (1, "10.0.0.2", "fc00::2")
     assert show("undeclared").returncode == 3
+
+
+def test_nat_needs_an_uplink_and_an_address() -> None:
+    found = errors("""
+        [containers.a]
+        private-network = true
+        local-address = "10.0.0.2"
+        nat = true
+        [containers.b]
+        private-network = true
+        nat = true
+        """)
+    assert found == [
+        f"{FILE}: containers.b.nat: needs a local-address or local-address6 to masquerade",
+        f"{FILE}: containers.a.nat: needs nat-interface in [host]: the uplink to masquerade "
+        "through",
+    ]

@@ -51,6 +51,10 @@ def parse_config(data: bytes, file: str) -> Config:
         diag.error(key_path(key), "unknown table; expected [host] or [containers.NAME]")
     host = _parse_host(document.get("host", {}), diag)
     containers = _parse_containers(document.get("containers", {}), file, diag)
+    for c in containers.values():
+        if c.nat and host.nat_interface is None:
+            diag.error(f"{key_path('containers', c.name)}.nat", "needs nat-interface in [host]: "
+                       "the uplink to masquerade through")  # fmt: skip
     if diag.items:
         raise ConfigError(diag.items)
     return Config(path=file, host=host, containers=containers)

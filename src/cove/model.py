@@ -105,6 +105,7 @@ class Container:
     macvlans: tuple[str, ...] = ()
     extra_veths: tuple[ExtraVeth, ...] = ()
     network_namespace: str | None = None
+    nat: bool = False
     source: str = ""
 
     @property
@@ -132,6 +133,7 @@ class HostConfig:
     log_dir: str = "/var/log/cove"
     unit_dir: str = "/etc/systemd/system"
     cgroup: str = "cove"
+    nat_interface: str | None = None
 
     @property
     def image_store(self) -> PurePosixPath:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove import netnames, proc
 from cove.errors import CoveError
-from cove.model import Container
+from cove.model import Container, NetworkOptions
 from cove.netplan import Step, net_steps
 from cove.nftplan import TABLE, chain, forwarding
 
@@ -68,13 +68,19 @@ def namespace_exists(c: Container) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, netnames.namespace(c.name)))
 
 
-def setup(c: Container, record: Path) -> None:
+def setup(c: Container, record: Path, nat_interface: str | None = None) -> None:
     """Build the whole network, or nothing: a failed step undoes the ones before it.
     `record` keeps what was moved in from the host, to give it back even if the
     configuration changes while the container runs."""
     steps = net_steps(c)
     if not steps:
         return
+    for bridge in sorted({n.host_bridge for n in _networks(c) if n.host_bridge}):
+        if _ip(("ip", "link", "show", "dev", bridge), check=False).returncode != 0:
+            raise CoveError(
+                f"network: host-bridge {bridge} does not exist",
+                hint="create the bridge first (ip link add NAME type bridge), or fix the key",
+            )
     if namespace_exists(c):  # left by a crash: start from nothing
         teardown(c, record)
     record.write_text(json.dumps({"moved": list(c.interfaces), "links": host_links(c)}))
@@ -84,7 +90,7 @@ def setup(c: Container, record: Path) -> None:
         ns = netnames.namespace(c.name)
         _batch(None, [s for s in steps if s[1:3] != ("-n", ns)])
         _batch(ns, [s for s in steps if s[1:3] == ("-n", ns)])
-        add_forwards(c)
+        add_rules(c, nat_interface)
     except BaseException:
         teardown(c, record)
         raise
@@ -108,6 +114,10 @@ def teardown(c: Container, record: Path) -> None:
             _ip(("ip", "link", "delete", link), check=False)
         _ip(("ip", "netns", "delete", ns))
     record.unlink(missing_ok=True)
+
+
+def _networks(c: Container) -> list[NetworkOptions]:
+    return [c.network, *(v.network for v in c.extra_veths)] if c.private_network else []
 
 
 def host_links(c: Container) -> list[str]:
@@ -154,10 +164,10 @@ def _sysctl(path: str, value: str) -> None:
         raise CoveError(f"network: cannot set net/{path}: {e.strerror}") from None
 
 
-def add_forwards(c: Container) -> None:
-    """The container's port forwards, in one nft transaction; IP forwarding is turned on
-    (and left on) for the host to pass packets from other hosts to the container."""
-    rules = forwarding(c)
+def add_rules(c: Container, nat_interface: str | None) -> None:
+    """The container's forwards and NAT, in one nft transaction; IP forwarding is turned on
+    (and left on) for the host to pass packets between the container and other hosts."""
+    rules = forwarding(c, nat_interface)
     if rules is None:
         return
     remove_forwards(c)
@@ -182,6 +192,7 @@ def remove_forwards(c: Container) -> None:
     if chain(c.name) in listed["chains"]:
         mine.append(f"delete chain inet {TABLE} {chain(c.name)}")
     others = [ch for ch in listed["chains"] if ch.startswith("fwd-") and ch != chain(c.name)]
+    others += [r for r in listed["rules"] if r.get("comment") not in (None, c.name)]
     if not others:
         mine = [f"delete table inet {TABLE}"]
     _nft("\n".join(mine) + "\n", check=False)

@@ -108,8 +108,14 @@ def net_steps(c: Container) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def plan_text(c: Container) -> tuple[str, ...]:
+def plan_text(c: Container, nat_interface: str | None = None) -> tuple[str, ...]:
     """The steps and rules as lines one could type (every value is a single safe word)."""
-    forwards = forwarding(c)
-    rules = tuple(f"nft {line}" for line in forwards.script) if forwards else ()
+    forwards = forwarding(c, nat_interface)
+    rules: tuple[str, ...] = ()
+    if forwards:
+        rules = tuple(f"sysctl net.ipv4.conf.{link}.route_localnet=1"
+                      for link in forwards.localnet_links)  # fmt: skip
+        rules += ("sysctl net.ipv4.ip_forward=1",)
+        rules += ("sysctl net.ipv6.conf.all.forwarding=1",) if forwards.v6 else ()
+        rules += tuple(f"nft {line}" for line in forwards.script)
     return tuple(" ".join(step) for step in net_steps(c)) + rules

@@ -197,6 +197,8 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
     Setting("extra-veths", "extra_veths", "table of veth settings", (), parse_extra_veths,
             "more veth pairs, named the same on both sides, each with the settings of the "
             "main veth", "extraVeths"),
+    Setting("nat", "nat", "boolean", False, parse_bool,
+            "masquerade the container's outgoing traffic behind [host] nat-interface", None),
     Setting("network-namespace", "network_namespace", "path", None, parse_abs_path,
             "join this existing network namespace (such as /run/netns/NAME) instead of "
             "getting one", "networkNamespace"),
@@ -228,6 +230,15 @@ def check_network(c: Container, path: str, diag: Diagnostics) -> None:
     _check_veth(c.network, path, diag)
     for veth in c.extra_veths:
         _check_veth(veth.network, f"{path}.extra-veths.{key_path(veth.name)}", diag)
+    if c.nat and not any(
+        net.local_address or net.local_address6
+        for net in (c.network, *(v.network for v in c.extra_veths))
+    ):
+        diag.error(f"{path}.nat", "needs a local-address or local-address6 to masquerade")
+    for veth in c.extra_veths:
+        if veth.name in ("lo", "eth0"):
+            message = "is taken inside the container (loopback, main veth); choose another name"
+            diag.error(f"{path}.extra-veths.{key_path(veth.name)}", f"{veth.name} {message}")
     names = [*c.interfaces, *c.macvlans, *(v.name for v in c.extra_veths)]
     for name in sorted({n for n in names if names.count(n) > 1}):
         diag.error(path, f"interface {name} is named more than once among interfaces, "
@@ -235,6 +246,15 @@ def check_network(c: Container, path: str, diag: Diagnostics) -> None:
 
 
 def _check_veth(net: NetworkOptions, path: str, diag: Diagnostics) -> None:
+    import ipaddress
+
+    for host_key, local_key in (("host-address", "local-address"),
+                                ("host-address6", "local-address6")):  # fmt: skip
+        host = getattr(net, host_key.replace("-", "_"))
+        local = getattr(net, local_key.replace("-", "_"))
+        if host and local and ipaddress.ip_interface(host).ip == ipaddress.ip_interface(local).ip:
+            diag.error(f"{path}.{local_key}", f"is the same address as {host_key}; each end "
+                       "of the veth needs its own")  # fmt: skip
     if net.forward_ports and not (net.local_address or net.local_address6):
         diag.error(f"{path}.forward-ports", "needs local-address or local-address6 to forward "
                    "to")  # fmt: skip

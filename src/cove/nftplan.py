@@ -49,19 +49,23 @@ def _veths(c: Container) -> list[tuple[NetworkOptions, str]]:
     return [(net, link) for net, link in main + extra if net.forward_ports]
 
 
-def forwarding(c: Container) -> Forwarding | None:
+def forwarding(c: Container, nat_interface: str | None = None) -> Forwarding | None:
+    """The container's rules in cove's table: port forwards, and masquerading behind
+    `nat_interface` when it has nat = true. None when it needs no rule."""
     veths = _veths(c) if c.private_network else []
-    if not veths:
+    nat = _nat_rules(c, nat_interface)
+    if not veths and not nat:
         return None
     name, table = c.name, f"inet {TABLE}"
-    lines = [
-        *BASE,
-        f"add chain {table} {chain(name)}",
-        f'add rule {table} prerouting fib daddr type local jump {chain(name)} comment "{name}"',
-        f'add rule {table} output fib daddr type local jump {chain(name)} comment "{name}"',
-    ]
+    lines = [*BASE]
+    if veths:
+        lines += [
+            f"add chain {table} {chain(name)}",
+            f'add rule {table} prerouting fib daddr type local jump {chain(name)} comment "{name}"',
+            f'add rule {table} output fib daddr type local jump {chain(name)} comment "{name}"',
+        ]
     localnet: list[str] = []
-    v6 = False
+    v6 = any(" ip6 saddr " in rule for rule in nat)
     for net, link in veths:
         for f in net.forward_ports:
             if net.local_address:
@@ -81,4 +85,18 @@ def forwarding(c: Container) -> Forwarding | None:
                 f'{_bare(net.local_address)} masquerade comment "{name}"'
             )
             localnet.append(net.host_bridge or link)
-    return Forwarding(tuple(lines), tuple(localnet), v6)
+    return Forwarding(tuple(lines + nat), tuple(localnet), v6)
+
+
+def _nat_rules(c: Container, uplink: str | None) -> list[str]:
+    if not (c.private_network and c.nat and uplink):
+        return []
+    rules = []
+    for net in (c.network, *(v.network for v in c.extra_veths)):
+        for address, family in ((net.local_address, "ip"), (net.local_address6, "ip6")):
+            if address:
+                rules.append(
+                    f'add rule inet {TABLE} postrouting oifname "{uplink}" {family} saddr '
+                    f'{_bare(address)} masquerade comment "{c.name}"'
+                )
+    return rules

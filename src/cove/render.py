@@ -264,7 +264,7 @@ def render(c: Container, facts: HostFacts) -> Render:
         env=NSPAWN_ENV,
         unit=unit_file(c, layout, facts),
         required_paths=required,
-        net=plan_text(c),
+        net=plan_text(c, facts.host.nat_interface),
         unsupported=unsupported_keys(c, facts.backend),
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from cove.model import AllowedDevice, Backend, BindMount
-from cove.netsettings import NETWORK_SETTINGS
+from cove.netsettings import NETWORK_SETTINGS, parse_ifname
 from cove.parsing import (
     INVALID,
     Diagnostics,
@@ -571,5 +571,14 @@ HOST_SETTINGS: tuple[Setting, ...] = (
         "cove",
         parse_cgroup_name,
         "name of the cgroup under which the direct backend runs containers",
+    ),
+    Setting(
+        "nat-interface",
+        "nat_interface",
+        "interface name",
+        None,
+        parse_ifname,
+        "the uplink through which containers with nat = true reach other networks "
+        "(their addresses are masqueraded behind it)",
     ),
 )

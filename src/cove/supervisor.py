@@ -109,7 +109,7 @@ class Supervisor:
         control.listen(16)
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
         try:
-            net.setup(self.c, self.runtime.net_record)
+            net.setup(self.c, self.runtime.net_record, self.facts.host.nat_interface)
             while True:
                 status = self._boot_once()
                 if status == REBOOT_EXIT and not self.stopping and self.ready:

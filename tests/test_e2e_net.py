@@ -4,7 +4,9 @@ are the test's, and all traffic stays between that namespace and its containers.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -421,3 +423,27 @@ def test_nat_masquerades_through_the_named_uplink(net_host: Host) -> None:
     finally:
         server.kill()  # the server this test started, by PID
         server.wait()
+
+
+def test_a_moved_interface_survives_a_killed_supervisor(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    moved = f"mv{net_host.tag}"
+    subprocess.run(["ip", "-n", net_host.netns, "link", "add", moved, "type", "veth", "peer",
+                    "name", moved + "p"], check=True)  # fmt: skip
+    name = net_host.name("crash")
+    net_host.write(
+        app(net_host, "crash", busybox_image, f'private-network = true\ninterfaces = ["{moved}"]')
+    )
+    net_host.cove("start", name, check=True)
+    assert moved not in _links(net_host.netns)
+    status = json.loads((net_host.root / "run" / name / "status.json").read_text())
+    os.kill(status["supervisor"], signal.SIGKILL)
+    # The next start finds the orphan, gives the interface back, and takes it again.
+    net_host.cove("start", name, check=True)
+    inside = net_host.cove("run", name, "--", "ip", "-o", "link", check=True).stdout
+    assert moved in inside
+    net_host.cove("stop", name, check=True)
+    assert moved in _links(net_host.netns)
+    assert f"cove-{name}" not in _namespaces()

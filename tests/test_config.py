@@ -362,3 +362,13 @@ def test_recipe_images_and_their_identity() -> None:
         identity("ubuntu", "bookworm", c.packages),
     }
     assert same not in others and len(others) == 4
+
+
+def test_address_pool_key() -> None:
+    assert parse('[host]\naddress-pool = "10.50.0.0/20"\n').host.address_pool == "10.50.0.0/20"
+    assert errors('[host]\naddress-pool = "10.50.0.0/25"\n') == [
+        f"{FILE}: host.address-pool: expected a network of at least a /24, got '10.50.0.0/25'"
+    ]
+    assert errors('[host]\naddress-pool = "fc00::/64"\n')[0].startswith(
+        f"{FILE}: host.address-pool: expected an IPv4 network"
+    )

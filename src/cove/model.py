@@ -134,6 +134,7 @@ class HostConfig:
     unit_dir: str = "/etc/systemd/system"
     cgroup: str = "cove"
     nat_interface: str | None = None
+    address_pool: str = "10.233.0.0/16"
 
     @property
     def image_store(self) -> PurePosixPath:

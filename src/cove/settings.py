@@ -501,6 +501,21 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def parse_pool(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    import ipaddress
+
+    text = parse_text(value, path, diag)
+    if isinstance(text, _Invalid):
+        return text
+    try:
+        network = ipaddress.IPv4Network(text)
+    except ValueError:
+        return diag.error(path, f"expected an IPv4 network such as 10.233.0.0/16, got {text!r}")
+    if network.prefixlen > 24:
+        return diag.error(path, f"expected a network of at least a /24, got {text!r}")
+    return text
+
+
 def parse_backend(value: object, path: str, diag: Diagnostics) -> Backend | _Invalid:
     choices = [b.value for b in Backend]
     if isinstance(value, str) and value in choices:
@@ -580,5 +595,14 @@ HOST_SETTINGS: tuple[Setting, ...] = (
         parse_ifname,
         "the uplink through which containers with nat = true reach other networks "
         "(their addresses are masqueraded behind it)",
+    ),
+    Setting(
+        "address-pool",
+        "address_pool",
+        "IPv4 network",
+        "10.233.0.0/16",
+        parse_pool,
+        "where containers created without addresses get theirs: the N-th /24 gives N.1 to "
+        "the host side and N.2 to the container",
     ),
 )

@@ -244,11 +244,16 @@ FETCH = (
 )
 
 
-def _fetch(netns: str, url: str) -> str:
-    """An HTTP GET made from inside `netns` (busybox's static wget crashes outside its root)."""
-    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", sys.executable, "-c", FETCH, url]
+def _python_in(netns: str, code: str, argument: str) -> str:
+    """What `code` prints when run inside `netns`, or "failed: …"."""
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", sys.executable, "-c", code, argument]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     return result.stdout if result.returncode == 0 else f"failed: {result.stderr[-200:]}"
+
+
+def _fetch(netns: str, url: str) -> str:
+    """An HTTP GET made from inside `netns` (busybox's static wget crashes outside its root)."""
+    return _python_in(netns, FETCH, url)
 
 
 HTTPD = '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]'
@@ -346,9 +351,7 @@ UDP_ASK = (
 
 
 def _ask_udp(netns: str, address: str) -> str:
-    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", sys.executable, "-c", UDP_ASK, address]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    return result.stdout if result.returncode == 0 else f"failed: {result.stderr[-200:]}"
+    return _python_in(netns, UDP_ASK, address)
 
 
 def test_udp_forwards_v4_and_v6(net_host: Host) -> None:

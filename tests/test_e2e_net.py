@@ -450,3 +450,26 @@ def test_a_moved_interface_survives_a_killed_supervisor(
     net_host.cove("stop", name, check=True)
     assert moved in _links(net_host.netns)
     assert f"cove-{name}" not in _namespaces()
+
+
+def test_an_existing_host_link_is_never_taken_or_deleted(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    mine = f"x{net_host.tag}"
+    subprocess.run(["ip", "-n", net_host.netns, "link", "add", mine, "type", "veth", "peer",
+                    "name", mine + "p"], check=True)  # fmt: skip
+    name = net_host.name("clash")
+    net_host.write(
+        app(net_host, "clash", busybox_image, f"""
+        ephemeral = true
+        private-network = true
+        [containers.{net_host.name("clash")}.extra-veths.{mine}]
+        local-address = "10.97.0.2"
+        """)
+    )  # fmt: skip
+    result = net_host.cove("start", name)
+    assert result.returncode == 1
+    assert f"network: host interface {mine} already exists" in result.stderr
+    assert mine in _links(net_host.netns), "the link that was there stays"
+    assert f"cove-{name}" not in _namespaces()

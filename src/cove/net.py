@@ -75,14 +75,9 @@ def setup(c: Container, record: Path, nat_interface: str | None = None) -> None:
     steps = net_steps(c)
     if not steps:
         return
-    for bridge in sorted({n.host_bridge for n in _networks(c) if n.host_bridge}):
-        if _ip(("ip", "link", "show", "dev", bridge), check=False).returncode != 0:
-            raise CoveError(
-                f"network: host-bridge {bridge} does not exist",
-                hint="create the bridge first (ip link add NAME type bridge), or fix the key",
-            )
     if namespace_exists(c):  # left by a crash: start from nothing
         teardown(c, record)
+    _check_host_links(c)
     record.write_text(json.dumps({"moved": list(c.interfaces), "links": host_links(c)}))
     try:
         # Host steps first, then those inside the namespace: nothing on the host waits for
@@ -94,6 +89,24 @@ def setup(c: Container, record: Path, nat_interface: str | None = None) -> None:
     except BaseException:
         teardown(c, record)
         raise
+
+
+def _check_host_links(c: Container) -> None:
+    """Bridges must exist; the links cove is about to make must not, since teardown deletes
+    them by name and must never take a link someone else made."""
+    listed = _ip(("ip", "-json", "link", "show"))
+    present = {str(link.get("ifname")) for link in json.loads(listed.stdout or "[]")}
+    for bridge in sorted({n.host_bridge for n in _networks(c) if n.host_bridge} - present):
+        raise CoveError(
+            f"network: host-bridge {bridge} does not exist",
+            hint="create the bridge first (ip link add NAME type bridge), or fix the key",
+        )
+    for link in sorted(set(host_links(c)) & present):
+        raise CoveError(
+            f"network: host interface {link} already exists, and cove does not take over a "
+            "link it did not make",
+            hint=f"rename the extra veth, or remove {link} if it is a leftover",
+        )
 
 
 def teardown(c: Container, record: Path) -> None:

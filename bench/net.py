@@ -40,6 +40,7 @@ def write_config(work: Path) -> Path:
         runtime-dir = "{work}/run"
         log-dir = "{work}/log"
         cgroup = "{startbench.GROUP}"
+        hosts-file = "{work}/hosts"
 
         [containers.bench-net]
         ephemeral = true

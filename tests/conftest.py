@@ -64,6 +64,7 @@ class Host:
             log-dir = "{self.root}/log"
             config-dir = "{self.root}/etc"
             cgroup = "cove-test-{self.tag}"
+            hosts-file = "{self.root}/hosts"
             """)
         self.config.write_text(base + textwrap.dedent(host) + "\n" + textwrap.dedent(containers))
 

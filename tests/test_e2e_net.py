@@ -473,3 +473,21 @@ def test_an_existing_host_link_is_never_taken_or_deleted(
     assert f"network: host interface {mine} already exists" in result.stderr
     assert mine in _links(net_host.netns), "the link that was there stays"
     assert f"cove-{name}" not in _namespaces()
+
+
+def test_names_resolve_while_declared(net_host: Host, busybox_image: Path) -> None:
+    name, gone = net_host.name("named"), net_host.name("gone")
+    addresses = 'private-network = true\nlocal-address = "10.98.0.2"\nlocal-address6 = "fd98::2"'
+    net_host.write(app(net_host, "named", busybox_image, "ephemeral = true\n" + addresses)
+                   + app(net_host, "gone", busybox_image, 'private-network = true\n'
+                         'local-address = "10.98.1.2"'))  # fmt: skip
+    net_host.cove("start", name, check=True)
+    hosts = (net_host.root / "hosts").read_text()
+    assert f"10.98.0.2\t{name}.containers" in hosts
+    assert f"fd98::2\t{name}.containers" in hosts
+    assert f"10.98.1.2\t{gone}.containers" in hosts, "declared, even if not running"
+    net_host.write(app(net_host, "named", busybox_image, "ephemeral = true\n" + addresses))
+    net_host.cove("stop", name, check=True)
+    hosts = (net_host.root / "hosts").read_text()
+    assert f"{gone}.containers" not in hosts
+    assert f"{name}.containers" in hosts

@@ -86,10 +86,18 @@ def cmd_render(ctx: Context) -> int:
     return 0
 
 
+def sync_names(ctx: Context) -> None:
+    """NAME.containers resolves on the host for every container the file declares."""
+    from cove import hostsfile
+
+    hostsfile.sync(ctx.config.host.hosts_file, ctx.config)
+
+
 def cmd_start(ctx: Context) -> int:
     from cove import direct
 
     facts = ctx.direct_facts()
+    sync_names(ctx)
     renders = [ctx.render(n) for n in ctx.args.names]
     for r in renders:
         started, leader = direct.start(r, facts)
@@ -105,6 +113,7 @@ def _stop(ctx: Context, terminate: bool) -> int:
     from cove import direct
 
     facts = ctx.direct_facts()
+    sync_names(ctx)
     for name in ctx.args.names:
         stopped = direct.stop(facts, ctx.container(name), terminate=terminate)
         print(f"{name}: {'stopped' if stopped else 'not running'}")
@@ -123,6 +132,7 @@ def cmd_restart(ctx: Context) -> int:
     from cove import direct
 
     facts = ctx.direct_facts()
+    sync_names(ctx)
     for name in ctx.args.names:
         r = ctx.render(name)
         direct.check_start(r)

@@ -132,6 +132,7 @@ class HostConfig:
     runtime_dir: str = "/run/cove"
     log_dir: str = "/var/log/cove"
     unit_dir: str = "/etc/systemd/system"
+    hosts_file: str = "/etc/hosts"
     cgroup: str = "cove"
     nat_interface: str | None = None
     address_pool: str = "10.233.0.0/16"

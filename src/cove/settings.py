@@ -580,6 +580,14 @@ HOST_SETTINGS: tuple[Setting, ...] = (
         "where the systemd backend writes cove@NAME.service",
     ),
     Setting(
+        "hosts-file",
+        "hosts_file",
+        "path",
+        "/etc/hosts",
+        parse_abs_path,
+        "where NAME.containers names are kept, in a block cove owns per config file",
+    ),
+    Setting(
         "cgroup",
         "cgroup",
         "string",

@@ -372,3 +372,23 @@ def test_address_pool_key() -> None:
     assert errors('[host]\naddress-pool = "fc00::/64"\n')[0].startswith(
         f"{FILE}: host.address-pool: expected an IPv4 network"
     )
+
+
+def test_recipe_build_plan() -> None:
+    from cove.recipes import recipe_of
+
+    host = parse('[host]\nubuntu-mirror = "http://mirror.invalid/ubuntu"\n').host
+    recipe = recipe_of("ubuntu:noble", ("nginx", "curl", "nginx"), host.mirrors)
+    assert recipe is not None
+    assert recipe.label == "ubuntu:noble + curl, nginx"
+    assert recipe.debootstrap_argv("/tmp/x") == [
+        "debootstrap", "--variant=minbase", "--include=curl,dbus,nginx,systemd,systemd-sysv",
+        "--keyring=/usr/share/keyrings/ubuntu-archive-keyring.gpg", "noble", "/tmp/x",
+        "http://mirror.invalid/ubuntu",
+    ]  # fmt: skip
+    default = recipe_of("ubuntu:noble", ("nginx", "curl"), parse("").host.mirrors)
+    assert default is not None and default.mirror == "http://archive.ubuntu.com/ubuntu"
+    assert default.identity != recipe.identity, "the mirror is part of the identity"
+    assert errors('[host]\ndebian-mirror = "ftp://x y"\n')[0].startswith(
+        f"{FILE}: host.debian-mirror: expected an http(s):// or file:// URL"
+    )

@@ -250,10 +250,12 @@ def test_every_network_key_has_a_sample() -> None:
     assert {s.key for s in NETWORK_SETTINGS} <= set(SAMPLES)
 
 
-def test_recipe_images_are_refused_until_the_image_store_exists() -> None:
+def test_recipe_images_run_from_the_store() -> None:
     config = parse('[containers.c]\nimage = "ubuntu:noble"\npackages = ["nginx"]\n')
     facts = HostFacts(host=config.host, backend=Backend.DIRECT)
-    assert render(config.containers["c"], facts).unsupported == ("image (recipes)", "packages")
+    r = render(config.containers["c"], facts)
+    assert r.unsupported == ()
+    assert r.layout.lower[0].startswith("/var/lib/cove/images/ubuntu-noble-")
 
 
 def test_show_ip(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -264,6 +264,25 @@ def cmd_show_ip(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_build(ctx: Context) -> int:
+    from cove import images
+    from cove.recipes import parse_recipe, recipe_of
+
+    host = ctx.config.host
+    for what in ctx.args.images:
+        if parse_recipe(what):
+            recipe = recipe_of(what, tuple(ctx.args.package), host.mirrors)
+        else:
+            c = ctx.container(what)
+            recipe = recipe_of(c.image, c.packages, host.mirrors)
+            if recipe is None:
+                raise UsageError(f"{what}'s image {c.image!r} is not a recipe: nothing to build")
+        assert recipe is not None
+        path = images.ensure_recipe(host, recipe)
+        print(f"{recipe.label}: {path}")
+    return 0
+
+
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
@@ -395,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")
     p.add_argument("name", metavar="NAME")
     json_flag(p)
+    image = verbs.add_parser("image", help="build and manage images", parents=[common])
+    image_verbs = image.add_subparsers(dest="image_verb", metavar="IMAGE-VERB", required=True)
+    p = image_verbs.add_parser(
+        "build",
+        help="build recipe images (debian:SUITE, ubuntu:SUITE, or a container's)",
+        parents=[common],
+    )
+    p.set_defaults(func=cmd_image_build)
+    p.add_argument("images", nargs="+", metavar="RECIPE|NAME")
+    p.add_argument("--package", action="append", default=[], help="with a RECIPE: add a package")
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

@@ -18,6 +18,7 @@ from typing import Any
 from cove import cgroups, net, proc
 from cove.errors import CoveError, NotRunning
 from cove.model import Container
+from cove.recipes import recipe_of
 from cove.render import HostFacts, Render
 from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_nspawn_leftovers, remove_tree
 
@@ -82,6 +83,11 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
 
     check_start(r)
     c = r.container
+    recipe = recipe_of(c.image, c.packages, facts.host.mirrors)
+    if recipe is not None:
+        from cove import images
+
+        images.ensure_recipe(facts.host, recipe)  # before the start timeout: builds are slow
     runtime = RuntimeDir(facts.host, c.name)
     try:
         lock_fd, leftover = runtime.claim()

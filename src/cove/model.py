@@ -133,13 +133,20 @@ class HostConfig:
     log_dir: str = "/var/log/cove"
     unit_dir: str = "/etc/systemd/system"
     hosts_file: str = "/etc/hosts"
+    image_dir: str | None = None
+    debian_mirror: str = "http://deb.debian.org/debian"
+    ubuntu_mirror: str = "http://archive.ubuntu.com/ubuntu"
     cgroup: str = "cove"
     nat_interface: str | None = None
     address_pool: str = "10.233.0.0/16"
 
     @property
     def image_store(self) -> PurePosixPath:
-        return PurePosixPath(self.state_dir, "images")
+        return PurePosixPath(self.image_dir or PurePosixPath(self.state_dir, "images"))
+
+    @property
+    def mirrors(self) -> dict[str, str]:
+        return {"debian": self.debian_mirror, "ubuntu": self.ubuntu_mirror}
 
     @property
     def host_base(self) -> PurePosixPath:

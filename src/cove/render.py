@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from cove.model import AllowedDevice, Backend, Container, HostConfig
 from cove.netplan import namespace_path, plan_text
-from cove.recipes import identity, parse_recipe
+from cove.recipes import recipe_of
 from cove.timespan import format_timespan
 from cove.unitfile import exec_line, plain, quote_setting, render_unit
 
@@ -85,10 +85,10 @@ class Render:
 
 def image_path(c: Container, host: HostConfig) -> str:
     """The lower layer of a directory or recipe image (the host image has two, see below)."""
-    recipe = parse_recipe(c.image)
+    recipe = recipe_of(c.image, c.packages, host.mirrors)
     if recipe is None:
         return c.image
-    return str(host.image_store / identity(*recipe, c.packages))
+    return str(host.image_store / recipe.identity)
 
 
 def root_layout(c: Container, host: HostConfig) -> RootLayout:
@@ -195,10 +195,6 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
             keys.append("enable-tun")
     if c.private_users != "no":
         keys.append("private-users")
-    if parse_recipe(c.image):
-        keys.append("image (recipes)")
-    if c.packages:
-        keys.append("packages")
     return tuple(keys)
 
 

@@ -501,6 +501,13 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def parse_mirror(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
+    text = parse_text(value, path, diag)
+    if isinstance(text, str) and not re.fullmatch(r"(https?|file)://[^\s'\"]+", text):
+        return diag.error(path, f"expected an http(s):// or file:// URL, got {text!r}")
+    return text
+
+
 def parse_pool(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
     import ipaddress
 
@@ -578,6 +585,30 @@ HOST_SETTINGS: tuple[Setting, ...] = (
         "/etc/systemd/system",
         parse_abs_path,
         "where the systemd backend writes cove@NAME.service",
+    ),
+    Setting(
+        "image-dir",
+        "image_dir",
+        "path",
+        None,
+        parse_layer_path,
+        "the image store (default: images/ in the state dir)",
+    ),
+    Setting(
+        "debian-mirror",
+        "debian_mirror",
+        "URL",
+        "http://deb.debian.org/debian",
+        parse_mirror,
+        "where debian:SUITE recipes are built from",
+    ),
+    Setting(
+        "ubuntu-mirror",
+        "ubuntu_mirror",
+        "URL",
+        "http://archive.ubuntu.com/ubuntu",
+        parse_mirror,
+        "where ubuntu:SUITE recipes are built from",
     ),
     Setting(
         "hosts-file",

@@ -1,0 +1,98 @@
+"""The image store (DESIGN §6): immutable trees named by their identity. A build happens in a
+temporary directory and is renamed into place whole, under a lock per identity, so a killed
+build leaves no image and two concurrent requests build once."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from cove import proc
+from cove.errors import CoveError
+from cove.model import HostConfig
+from cove.recipes import Recipe
+from cove.runtimedir import remove_tree
+
+
+def store(host: HostConfig) -> Path:
+    return Path(host.image_store)
+
+
+@contextlib.contextmanager
+def _locked(host: HostConfig, identity: str) -> Iterator[None]:
+    store(host).mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(store(host) / f".{identity}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
+    """The built image of `recipe`, building it first if the store lacks it."""
+    target = store(host) / recipe.identity
+    if target.is_dir():
+        return target
+    with _locked(host, recipe.identity):
+        if target.is_dir():  # built by someone else while we waited
+            return target
+        for stale in store(host).glob(f".{recipe.identity}.tmp-*"):
+            remove_tree(stale)  # a build that was killed: we hold its lock now
+        tmp = store(host) / f".{recipe.identity}.tmp-{os.getpid()}"
+        try:
+            _build(recipe, tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
+            raise
+    return target
+
+
+def _build(recipe: Recipe, tmp: Path) -> None:
+    import subprocess
+
+    argv = recipe.debootstrap_argv(str(tmp))
+    argv[0] = proc.find_program("debootstrap") or "/usr/sbin/debootstrap"
+    say(f"building image {recipe.label} ({recipe.identity}); this takes a minute or two")
+    proc.debug("+ " + proc.command_line(argv))
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=proc.clean_env(),
+    ) as build:
+        assert build.stdout is not None
+        tail: list[str] = []
+        for line in build.stdout:
+            tail = [*tail[-19:], line.rstrip()]
+            if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting",
+                                "I: Unpacking", "I: Configuring", "I: Base system")):  # fmt: skip
+                say("  " + line.strip())
+    if build.returncode != 0:
+        raise CoveError(
+            f"building {recipe.label} failed (debootstrap exited {build.returncode}):\n"
+            + "\n".join("  " + t for t in tail),
+            hint=f"is {recipe.mirror} reachable? The mirror is set in [host]",
+        )
+    make_bootable(tmp)
+
+
+def make_bootable(root: Path) -> None:
+    """Every container gets its own machine identity and nothing of the build host's."""
+    (root / "etc/machine-id").write_text("")
+    for leftover in ("var/lib/dbus/machine-id", "etc/hostname"):
+        with contextlib.suppress(FileNotFoundError):
+            (root / leftover).unlink()
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (root / cache).glob("*"):
+            if entry.is_file() and entry.name != "lock":
+                entry.unlink()
+
+
+def say(line: str) -> None:
+    print(f"cove: {line}", file=sys.stderr, flush=True)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from cove import proc
+from cove import proc, syscalls
 from cove.errors import CoveError
 from cove.model import HostConfig
 from cove.recipes import Recipe
@@ -65,6 +66,9 @@ def _build(recipe: Recipe, tmp: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=proc.clean_env(),
+        # A killed cove takes its build with it: no orphan keeps writing into a directory
+        # the next build removes.
+        preexec_fn=lambda: syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL),
     ) as build:
         assert build.stdout is not None
         tail: list[str] = []

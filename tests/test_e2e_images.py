@@ -47,3 +47,33 @@ def test_two_containers_boot_from_one_debian_image(cove_host: Host) -> None:
 
     listed = cove_host.cove("image", "build", keep, check=True).stdout
     assert listed.startswith("debian:bookworm: ") and f"{CACHE}/images/debian-bookworm-" in listed
+
+
+def test_a_killed_build_leaves_no_image_and_the_next_one_succeeds(cove_host: Host) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from cove import cgroups
+    from tests.conftest import COVE
+
+    store = cove_host.root / "images"  # a store of its own: this build must really run
+    cove_host.write("", host=f'image-dir = "{store}"\n')
+    env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
+    build = subprocess.Popen([*COVE, "image", "build", "debian:bookworm"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".debian") and ".tmp-" in p.name for p in store.glob(".*")):
+        assert time.monotonic() < deadline, "the build never started"
+        time.sleep(0.2)
+    time.sleep(3)  # well into debootstrap
+    build.send_signal(signal.SIGKILL)  # the cove process this test started
+    build.wait()
+    assert not [p for p in store.iterdir() if not p.name.startswith(".")], "no half image"
+
+    done = cove_host.cove("image", "build", "debian:bookworm", timeout=900, check=True)
+    image = done.stdout.split(": ", 1)[1].strip()
+    assert (store / image.rsplit("/", 1)[1] / "usr/lib/os-release").exists()
+    assert not [p for p in store.glob(".*.tmp-*")], "the killed build's tree is gone"
+    assert not cgroups.Group(f"cove-test-{cove_host.tag}").pids(), "and so are its processes"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from cove import proc, syscalls
+from cove import cgroups, proc, syscalls
 from cove.errors import CoveError
 from cove.model import HostConfig
 from cove.recipes import Recipe
@@ -39,11 +39,16 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
     with _locked(host, recipe.identity):
         if target.is_dir():  # built by someone else while we waited
             return target
+        # A build that was killed: we hold its lock now. Its processes live on in its cgroup
+        # (debootstrap's subshells outlive their parent); end them before removing its tree.
+        group = cgroups.Group(f"{host.cgroup}/build-{recipe.identity}")
+        group.kill()
+        group.wait_empty(10)
         for stale in store(host).glob(f".{recipe.identity}.tmp-*"):
-            remove_tree(stale)  # a build that was killed: we hold its lock now
+            remove_tree(stale)
         tmp = store(host) / f".{recipe.identity}.tmp-{os.getpid()}"
         try:
-            _build(recipe, tmp)
+            _build(recipe, tmp, group)
             os.rename(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -52,7 +57,7 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
     return target
 
 
-def _build(recipe: Recipe, tmp: Path) -> None:
+def _build(recipe: Recipe, tmp: Path, group: cgroups.Group) -> None:
     import subprocess
 
     argv = recipe.debootstrap_argv(str(tmp))
@@ -66,9 +71,7 @@ def _build(recipe: Recipe, tmp: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=proc.clean_env(),
-        # A killed cove takes its build with it: no orphan keeps writing into a directory
-        # the next build removes.
-        preexec_fn=lambda: syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL),
+        preexec_fn=lambda: _own_cgroup(group),
     ) as build:
         assert build.stdout is not None
         tail: list[str] = []
@@ -77,6 +80,8 @@ def _build(recipe: Recipe, tmp: Path) -> None:
             if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting",
                                 "I: Unpacking", "I: Configuring", "I: Base system")):  # fmt: skip
                 say("  " + line.strip())
+    group.remove()
+    cgroups.Group(group.relative.split("/")[0]).remove_if_empty()
     if build.returncode != 0:
         raise CoveError(
             f"building {recipe.label} failed (debootstrap exited {build.returncode}):\n"
@@ -84,6 +89,13 @@ def _build(recipe: Recipe, tmp: Path) -> None:
             hint=f"is {recipe.mirror} reachable? The mirror is set in [host]",
         )
     make_bootable(tmp)
+
+
+def _own_cgroup(group: cgroups.Group) -> None:
+    """In the build's process: its own cgroup, so that a later build can end every process of
+    this one, and death with the cove that started it."""
+    group.join(os.getpid())
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def make_bootable(root: Path) -> None:

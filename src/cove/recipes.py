@@ -3,7 +3,6 @@ their entry in the image store. Pure; the build itself belongs to the image stor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ def parse_recipe(image: str) -> tuple[str, str] | None:
 
 def identity(distro: str, suite: str, packages: tuple[str, ...], mirror: str | None = None) -> str:
     """The store name of a recipe image: everything that decides its content, hashed."""
+    import hashlib
+
     recipe = {
         "recipe-version": RECIPE_VERSION,
         "distribution": distro,

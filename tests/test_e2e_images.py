@@ -3,6 +3,8 @@ then booted."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import CACHE, Host
@@ -45,8 +47,15 @@ def test_two_containers_boot_from_one_debian_image(cove_host: Host) -> None:
     assert cove_host.cove("run", scratch, "--", "cat", "/root/file").returncode == 1
     cove_host.cove("stop", keep, scratch, check=True)
 
-    listed = cove_host.cove("image", "build", keep, check=True).stdout
-    assert listed.startswith("debian:bookworm: ") and f"{CACHE}/images/debian-bookworm-" in listed
+    built = cove_host.cove("image", "build", keep, check=True).stdout
+    assert built.startswith("debian:bookworm: ") and f"{CACHE}/images/debian-bookworm-" in built
+    listed = json.loads(cove_host.cove("image", "list", "--json", check=True).stdout)
+    entry = next(i for i in listed["images"] if i["path"] == built.split(": ", 1)[1].strip())
+    assert entry["label"] == "debian:bookworm"
+    assert entry["used-by"] == sorted([keep, scratch])
+    assert entry["size"] > 50 * 2**20
+    table = cove_host.cove("image", "list", check=True).stdout.splitlines()
+    assert table[0].split() == ["IDENTITY", "SIZE", "USED", "BY", "LABEL"]
 
 
 def test_a_killed_build_leaves_no_image_and_the_next_one_succeeds(cove_host: Host) -> None:

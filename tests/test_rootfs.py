@@ -49,3 +49,19 @@ def test_container_layer_names_the_container(tmp_path: Path) -> None:
     assert "127.0.1.1\tweb" in (layer / "etc/hosts").read_text()
     rootfs.write_container_layer(layer, "db")
     assert (layer / "etc/hostname").read_text() == "db\n"
+
+
+def test_image_listing_names_the_host_tree_and_its_users(tmp_path: Path) -> None:
+    from cove import images
+    from cove.model import HostConfig
+
+    host = HostConfig(state_dir=str(tmp_path))
+    current = rootfs.ensure_host_base(Path(host.host_base))
+    old = current.with_name("host-0000000000000000")
+    old.mkdir()
+    listed = images.listing(host, {str(host.host_base): ["web"]})
+    by_name = {i.identity: i for i in listed}
+    assert by_name[current.name].label == "host /etc (current)"
+    assert by_name[current.name].used_by == ("web",)
+    assert by_name[current.name].size > 0
+    assert (by_name[old.name].label, by_name[old.name].used_by) == ("host /etc", ())

@@ -283,6 +283,41 @@ def cmd_image_build(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_list(ctx: Context) -> int:
+    from cove import images
+    from cove.render import root_layout
+
+    lowers: dict[str, list[str]] = {}
+    for c in ctx.config.containers.values():
+        for lower in root_layout(c, ctx.config.host).lower:
+            lowers.setdefault(lower, []).append(c.name)
+    found = images.listing(ctx.config.host, lowers)
+    if ctx.args.json:
+        _print_json(
+            {
+                "images": [
+                    {
+                        "identity": i.identity,
+                        "label": i.label,
+                        "path": str(i.path),
+                        "size": i.size,
+                        "used-by": list(i.used_by),
+                    }
+                    for i in found
+                ]
+            }
+        )
+        return 0
+    rows = [("IDENTITY", "SIZE", "USED BY", "LABEL")]
+    rows += [
+        (i.identity, f"{i.size / 2**20:.0f}M", ",".join(i.used_by) or "-", i.label) for i in found
+    ]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[3])
+    return 0
+
+
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
@@ -424,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_image_build)
     p.add_argument("images", nargs="+", metavar="RECIPE|NAME")
     p.add_argument("--package", action="append", default=[], help="with a RECIPE: add a package")
+    p = image_verbs.add_parser("list", help="list the images in the store", parents=[common])
+    p.set_defaults(func=cmd_image_list)
+    json_flag(p)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cove import cgroups, proc, syscalls
@@ -49,6 +52,7 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
         tmp = store(host) / f".{recipe.identity}.tmp-{os.getpid()}"
         try:
             _build(recipe, tmp, group)
+            _describe(target).write_text(json.dumps({"label": recipe.label}) + "\n")
             os.rename(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -108,6 +112,54 @@ def make_bootable(root: Path) -> None:
         for entry in (root / cache).glob("*"):
             if entry.is_file() and entry.name != "lock":
                 entry.unlink()
+
+
+def _describe(image: Path) -> Path:
+    """Where an image's label is kept: beside it, since the tree itself is the guest's."""
+    return image.with_name(f".{image.name}.json")
+
+
+@dataclass(frozen=True)
+class Image:
+    identity: str
+    label: str
+    path: Path
+    size: int
+    used_by: tuple[str, ...]
+
+
+def listing(host: HostConfig, lowers: dict[str, list[str]]) -> list[Image]:
+    """Every image in the store; `lowers` maps a path to the containers whose root uses it."""
+    found = []
+    current_host = os.path.realpath(host.host_base)
+    for entry in sorted(store(host).iterdir()) if store(host).is_dir() else []:
+        if entry.name.startswith(".") or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            label = str(json.loads(_describe(entry).read_text())["label"])
+        except (OSError, ValueError, KeyError):
+            label = _label_from_name(entry.name, str(entry) == current_host)
+        users = lowers.get(str(entry), [])
+        if str(entry) == current_host:
+            users = users + lowers.get(str(host.host_base), [])
+        found.append(Image(entry.name, label, entry, _size(entry), tuple(sorted(users))))
+    return found
+
+
+def _label_from_name(name: str, current_host: bool) -> str:
+    if name.startswith("host-"):
+        return "host /etc (current)" if current_host else "host /etc"
+    recipe = re.fullmatch(r"([a-z]+)-([a-z][a-z0-9-]*)-[0-9a-f]{16}", name)
+    return f"{recipe[1]}:{recipe[2]}" if recipe else "?"
+
+
+def _size(tree: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
 
 
 def say(line: str) -> None:

@@ -28,6 +28,13 @@ def _namespaces() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
 
+def _stand_in(netns: str, name: str) -> None:
+    """An interface of the test's host, as a physical one would be: one end of a veth pair
+    (this kernel has no dummy driver)."""
+    subprocess.run(["ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name",
+                    name + "p"], check=True)  # fmt: skip
+
+
 def _ping(host: Host, name: str, address: str) -> subprocess.CompletedProcess[str]:
     return host.cove("run", name, "--", "ping", "-c", "1", "-W", "2", address)
 
@@ -118,10 +125,8 @@ def test_moved_interfaces_macvlans_and_extra_veths(net_host: Host, busybox_image
     assert net_host.netns
     ns = ["ip", "-n", net_host.netns]
     moved, parent = f"dm{net_host.tag}", f"dp{net_host.tag}"
-    # veth pairs stand in for physical interfaces (this kernel has no dummy driver)
     for link in (moved, parent):
-        subprocess.run([*ns, "link", "add", link, "type", "veth", "peer", "name", link + "p"],
-                       check=True)  # fmt: skip
+        _stand_in(net_host.netns, link)
     subprocess.run([*ns, "link", "set", parent, "up"], check=True)
     name = net_host.name("many")
     net_host.write(
@@ -433,8 +438,7 @@ def test_a_moved_interface_survives_a_killed_supervisor(
 ) -> None:
     assert net_host.netns
     moved = f"mv{net_host.tag}"
-    subprocess.run(["ip", "-n", net_host.netns, "link", "add", moved, "type", "veth", "peer",
-                    "name", moved + "p"], check=True)  # fmt: skip
+    _stand_in(net_host.netns, moved)
     name = net_host.name("crash")
     net_host.write(
         app(net_host, "crash", busybox_image, f'private-network = true\ninterfaces = ["{moved}"]')
@@ -457,8 +461,7 @@ def test_an_existing_host_link_is_never_taken_or_deleted(
 ) -> None:
     assert net_host.netns
     mine = f"x{net_host.tag}"
-    subprocess.run(["ip", "-n", net_host.netns, "link", "add", mine, "type", "veth", "peer",
-                    "name", mine + "p"], check=True)  # fmt: skip
+    _stand_in(net_host.netns, mine)
     name = net_host.name("clash")
     net_host.write(
         app(net_host, "clash", busybox_image, f"""

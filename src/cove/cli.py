@@ -192,14 +192,22 @@ def cmd_list(ctx: Context) -> int:
     if not rows:
         print(f"no containers declared in {ctx.config.path}", file=sys.stderr)
         return 0
-    header = ("NAME", "STATE", "ROOT", "BOOT", "IMAGE")
-    table = [header] + [
-        (r["name"], r["state"], r["root"], "yes" if r["boot"] else "no", r["image"]) for r in rows
-    ]
+    _print_table(
+        ("NAME", "STATE", "ROOT", "BOOT", "IMAGE"),
+        [
+            (r["name"], r["state"], r["root"], "yes" if r["boot"] else "no", r["image"])
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one, free text, is not padded."""
+    table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("".join(cell.ljust(w + 2) for cell, w in zip(row, widths, strict=False)) + row[-1])
-    return 0
 
 
 def _guest_env(c: Container, extra: dict[str, str]) -> dict[str, str]:
@@ -308,13 +316,13 @@ def cmd_image_list(ctx: Context) -> int:
             }
         )
         return 0
-    rows = [("IDENTITY", "SIZE", "USED BY", "LABEL")]
-    rows += [
-        (i.identity, f"{i.size / 2**20:.0f}M", ",".join(i.used_by) or "-", i.label) for i in found
-    ]
-    widths = [max(len(r[k]) for r in rows) for k in range(3)]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[3])
+    _print_table(
+        ("IDENTITY", "SIZE", "USED BY", "LABEL"),
+        [
+            (i.identity, f"{i.size / 2**20:.0f}M", ",".join(i.used_by) or "-", i.label)
+            for i in found
+        ],
+    )
     return 0
 
 

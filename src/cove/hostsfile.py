@@ -50,8 +50,12 @@ def sync(path: str, config: Config) -> None:
     """Make the hosts file's block for `config` match what it declares now."""
     wanted = entries(config)
     hosts = Path(path)
-    if not hosts.exists() and not wanted:
-        return
+    try:
+        if not wanted and markers(config.path)[0] not in hosts.read_text():
+            return  # nothing to add and nothing of ours to remove: no lock, no write
+    except FileNotFoundError:
+        if not wanted:
+            return
     try:
         _sync(hosts, config.path, wanted)
     except OSError as e:

@@ -45,20 +45,29 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
         # A build that was killed: we hold its lock now. Its processes live on in its cgroup
         # (debootstrap's subshells outlive their parent); end them before removing its tree.
         group = cgroups.Group(f"{host.cgroup}/build-{recipe.identity}")
-        group.kill()
-        group.wait_empty(10)
+        _end(group)
         for stale in store(host).glob(f".{recipe.identity}.tmp-*"):
             remove_tree(stale)
         tmp = store(host) / f".{recipe.identity}.tmp-{os.getpid()}"
         try:
             _build(recipe, tmp, group)
-            _describe(target).write_text(json.dumps({"label": recipe.label}) + "\n")
             os.rename(tmp, target)
         except BaseException:
+            _end(group)  # nothing of the build may go on writing into what is removed next
             with contextlib.suppress(OSError):
                 remove_tree(tmp)
             raise
+        _end(group)
+        _describe(target).write_text(json.dumps({"label": recipe.label}) + "\n")
     return target
+
+
+def _end(group: cgroups.Group) -> None:
+    """Every process of a build, then its cgroup."""
+    group.kill()
+    group.wait_empty(10)
+    group.remove()
+    cgroups.Group(group.relative.split("/")[0]).remove_if_empty()
 
 
 def _build(recipe: Recipe, tmp: Path, group: cgroups.Group) -> None:
@@ -84,8 +93,6 @@ def _build(recipe: Recipe, tmp: Path, group: cgroups.Group) -> None:
             if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting",
                                 "I: Unpacking", "I: Configuring", "I: Base system")):  # fmt: skip
                 say("  " + line.strip())
-    group.remove()
-    cgroups.Group(group.relative.split("/")[0]).remove_if_empty()
     if build.returncode != 0:
         raise CoveError(
             f"building {recipe.label} failed (debootstrap exited {build.returncode}):\n"

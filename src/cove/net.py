@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove import netnames, proc
 from cove.errors import CoveError
-from cove.model import Container, NetworkOptions
+from cove.model import Container
 from cove.netplan import Step, net_steps
 from cove.nftplan import TABLE, chain, forwarding
 
@@ -22,8 +22,7 @@ NETNS_DIR = "/run/netns"
 
 
 def _ip(step: Step, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [proc.find_program("ip") or "/usr/sbin/ip", *step[1:]]
-    result = proc.run(argv, check=False)
+    result = proc.run(step, check=False)
     if check and result.returncode != 0:
         raise CoveError(f"network: `{' '.join(step)}` failed: {result.stderr.strip()}")
     return result
@@ -33,17 +32,12 @@ def _batch(ns: str | None, steps: list[Step]) -> None:
     """Run `steps` in one `ip -batch`; a failure names the step that failed."""
     if not steps:
         return
-    import subprocess
-
     lines = []
     for step in steps:
         args = list(step[3:] if ns else step[1:])
         lines.append(" ".join(a for a in args if a != "-6"))
-    argv = [proc.find_program("ip") or "/usr/sbin/ip", *(["-n", ns] if ns else []), "-batch", "-"]
-    script = "\n".join(lines) + "\n"
-    proc.debug("+ " + proc.command_line(argv) + " <<EOF\n" + script + "EOF")
-    result = subprocess.run(argv, input=script, capture_output=True, text=True,
-                            env=proc.clean_env())  # fmt: skip
+    argv = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
+    result = proc.run(argv, check=False, input="\n".join(lines) + "\n")
     if result.returncode != 0:
         why = result.stderr.split("Command failed")[0].strip()
         failed = _failed_step(steps, result.stderr)
@@ -78,7 +72,10 @@ def setup(c: Container, record: Path, nat_interface: str | None = None) -> None:
     if namespace_exists(c):  # left by a crash: start from nothing
         teardown(c, record)
     _check_host_links(c)
-    record.write_text(json.dumps({"moved": list(c.interfaces), "links": host_links(c)}))
+    tables = [f"inet {TABLE}"] if forwarding(c, nat_interface) else []
+    record.write_text(
+        json.dumps({"moved": list(c.interfaces), "links": host_links(c), "tables": tables})
+    )
     try:
         # Host steps first, then those inside the namespace: nothing on the host waits for
         # the guest's side, and each side is one `ip -batch` instead of a process per step.
@@ -96,7 +93,8 @@ def _check_host_links(c: Container) -> None:
     them by name and must never take a link someone else made."""
     listed = _ip(("ip", "-json", "link", "show"))
     present = {str(link.get("ifname")) for link in json.loads(listed.stdout or "[]")}
-    for bridge in sorted({n.host_bridge for n in _networks(c) if n.host_bridge} - present):
+    bridges = {net.host_bridge for net, _ in netnames.veths(c) if net.host_bridge}
+    for bridge in sorted(bridges - present):
         raise CoveError(
             f"network: host-bridge {bridge} does not exist",
             hint="create the bridge first (ip link add NAME type bridge), or fix the key",
@@ -112,8 +110,10 @@ def _check_host_links(c: Container) -> None:
 def teardown(c: Container, record: Path) -> None:
     """Give moved interfaces back to this network namespace, then delete the container's
     namespace, which takes its veths (both ends) and macvlans with it."""
-    remove_forwards(c)
     recorded = _read(record)
+    # Only a container that made rules looks for them: nft is not run for every stop.
+    if recorded.get("tables", [f"inet {TABLE}"] if _may_have_rules(c) else []):
+        remove_rules(c)
     moved = recorded.get("moved", list(c.interfaces))
     links = recorded.get("links", host_links(c))
     if namespace_exists(c):
@@ -129,16 +129,14 @@ def teardown(c: Container, record: Path) -> None:
     record.unlink(missing_ok=True)
 
 
-def _networks(c: Container) -> list[NetworkOptions]:
-    return [c.network, *(v.network for v in c.extra_veths)] if c.private_network else []
+def _may_have_rules(c: Container) -> bool:
+    """Without a record of the start: whether the file asks for forwards or NAT."""
+    return c.nat or any(net.forward_ports for net, _ in netnames.veths(c))
 
 
 def host_links(c: Container) -> list[str]:
     """The host ends of the container's veths."""
-    if not c.private_network:
-        return []
-    links = [netnames.host_link(c.name, bool(c.host_bridge))] if c.network.wants_veth else []
-    return links + [veth.name for veth in c.extra_veths]
+    return [link for _, link in netnames.veths(c)]
 
 
 def _read(record: Path) -> dict[str, list[str]]:
@@ -152,21 +150,14 @@ def _read(record: Path) -> dict[str, list[str]]:
     return {
         key: [str(v) for v in value]
         for key, value in data.items()
-        if key in ("moved", "links") and isinstance(value, list)
+        if key in ("moved", "links", "tables") and isinstance(value, list)
     }
 
 
-def _nft(script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    import subprocess
-
-    argv = [proc.find_program("nft") or "/usr/sbin/nft", "-f", "-"]
-    proc.debug("+ " + proc.command_line(argv) + " <<EOF\n" + script + "EOF")
-    result = subprocess.run(
-        argv, input=script, capture_output=True, text=True, env=proc.clean_env()
-    )
+def _nft(script: str, check: bool = True) -> None:
+    result = proc.run(["nft", "-f", "-"], check=False, input=script)
     if check and result.returncode != 0:
-        raise CoveError(f"network: nft refused the forwards: {result.stderr.strip()}")
-    return result
+        raise CoveError(f"network: nft refused the rules: {result.stderr.strip()}")
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -183,7 +174,7 @@ def add_rules(c: Container, nat_interface: str | None) -> None:
     rules = forwarding(c, nat_interface)
     if rules is None:
         return
-    remove_forwards(c)
+    remove_rules(c)
     for link in rules.localnet_links:
         _sysctl(f"ipv4/conf/{link}/route_localnet", "1")
     _sysctl("ipv4/ip_forward", "1")
@@ -192,7 +183,7 @@ def add_rules(c: Container, nat_interface: str | None) -> None:
     _nft("\n".join(rules.script) + "\n")
 
 
-def remove_forwards(c: Container) -> None:
+def remove_rules(c: Container) -> None:
     """Delete the container's rules and chain; the table goes when nobody uses it."""
     listed = _nft_json()
     if listed is None:
@@ -212,10 +203,7 @@ def remove_forwards(c: Container) -> None:
 
 
 def _nft_json() -> dict[str, list[Any]] | None:
-    import subprocess
-
-    argv = [proc.find_program("nft") or "/usr/sbin/nft", "-j", "list", "table", "inet", TABLE]
-    result = subprocess.run(argv, capture_output=True, text=True, env=proc.clean_env())
+    result = proc.run(["nft", "-j", "list", "table", "inet", TABLE], check=False)
     if result.returncode != 0:  # no table: nothing of cove's
         return None
     items = json.loads(result.stdout).get("nftables", [])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cove.model import Container, NetworkOptions
+
 MAX_IFNAME = 15  # bytes; the kernel's IFNAMSIZ less the NUL
 
 
@@ -21,3 +26,12 @@ def host_link(container: str, bridged: bool) -> str:
 def namespace(container: str) -> str:
     """The network namespace cove makes for a private network (/run/netns/cove-NAME)."""
     return f"cove-{container}"
+
+
+def veths(c: Container) -> list[tuple[NetworkOptions, str]]:
+    """Each veth pair of a private network with the name of its host end: the main one (when
+    NixOS's rule gives it one), then the extra veths, named the same on both sides."""
+    if not c.private_network:
+        return []
+    main = [(c.network, host_link(c.name, bool(c.host_bridge)))] if c.network.wants_veth else []
+    return main + [(v.network, v.name) for v in c.extra_veths]

@@ -270,6 +270,8 @@ def _check_veth(net: NetworkOptions, path: str, diag: Diagnostics) -> None:
 def check_across(containers: dict[str, Container], diag: Diagnostics) -> None:
     """What must be unique on one host: local addresses, forwarded host ports and the names of
     host-side links (after shortening)."""
+    import ipaddress
+
     owners: dict[object, str] = {}
 
     def claim(thing: object, what: str, path: str) -> None:
@@ -282,17 +284,13 @@ def check_across(containers: dict[str, Container], diag: Diagnostics) -> None:
         if not c.private_network:
             continue
         base = key_path("containers", c.name)
-        veths = [(c.network, base, netnames.host_link(c.name, bool(c.host_bridge)))]
-        veths += [(v.network, f"{base}.extra-veths.{key_path(v.name)}", v.name)
-                  for v in c.extra_veths]  # fmt: skip
-        for net, path, link in veths:
-            if net.wants_veth:
-                claim(("link", link), f"host interface {link}", path)
+        paths = [base] if c.network.wants_veth else []
+        paths += [f"{base}.extra-veths.{key_path(v.name)}" for v in c.extra_veths]
+        for (net, link), path in zip(netnames.veths(c), paths, strict=True):
+            claim(("link", link), f"host interface {link}", path)
             for key in ("local-address", "local-address6"):
                 text = getattr(net, key.replace("-", "_"))
                 if text:
-                    import ipaddress
-
                     ip = ipaddress.ip_interface(text).ip
                     claim(("ip", ip), f"address {ip}", f"{path}.{key}")
             for i, forward in enumerate(net.forward_ports):

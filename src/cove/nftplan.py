@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cove import netnames
-from cove.model import Container, NetworkOptions
+from cove.model import Container
 
 TABLE = "cove"
 BASE = (
@@ -43,16 +43,10 @@ def _bare(address: str) -> str:
     return address.split("/", 1)[0]
 
 
-def _veths(c: Container) -> list[tuple[NetworkOptions, str]]:
-    main = [(c.network, netnames.host_link(c.name, bool(c.host_bridge)))]
-    extra = [(v.network, v.name) for v in c.extra_veths]
-    return [(net, link) for net, link in main + extra if net.forward_ports]
-
-
 def forwarding(c: Container, nat_interface: str | None = None) -> Forwarding | None:
     """The container's rules in cove's table: port forwards, and masquerading behind
     `nat_interface` when it has nat = true. None when it needs no rule."""
-    veths = _veths(c) if c.private_network else []
+    veths = [(net, link) for net, link in netnames.veths(c) if net.forward_ports]
     nat = _nat_rules(c, nat_interface)
     if not veths and not nat:
         return None

@@ -53,15 +53,23 @@ def run(
     check: bool = True,
     capture: bool = True,
     timeout: float | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run a program found on cove's PATH (not the caller's), with `input` as its stdin."""
     import subprocess
 
+    from cove.errors import CoveError
+
+    program = argv[0] if "/" in argv[0] else find_program(argv[0])
+    if program is None:
+        raise CoveError(f"{argv[0]} is not installed", hint="scripts/install installs it")
     full_env = dict(env) if env is not None else clean_env()
-    debug("+ " + command_line(argv, full_env))
+    debug("+ " + command_line(argv, full_env) + (f" <<EOF\n{input}EOF" if input else ""))
     return subprocess.run(
-        list(argv),
+        [program, *argv[1:]],
         env=full_env,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=capture,
         text=True,
         check=check,

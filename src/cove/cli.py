@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cove import __version__
 from cove.errors import EXIT_FAILED, EXIT_RUN_FAILED, CoveError, NotFound, NotRunning, UsageError
@@ -397,14 +397,40 @@ def cmd_hook(ctx: Context) -> int:
 Verb = Callable[[Context], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cove", description="Declarative system containers on systemd-nspawn."
+class _Formatter(argparse.HelpFormatter):
+    """argparse's own formatter imports shutil (and with it bz2 and lzma) on every argument
+    added, only to learn the terminal width: about 7 ms of every command's start-up."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except OSError:
+            width = 80
+        super().__init__(prog, width=max(width, 40) - 2)
+
+
+class _Retry(Exception):
+    """A usage error met by the one-verb parser: parse again with every verb, to say it."""
+
+
+class _OneVerbParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Retry(message)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, just that verb's sub-parser, since building all of
+    them is most of the cost of parsing (the caller falls back to all of them for help and
+    errors)."""
+    parser = (argparse.ArgumentParser if only is None else _OneVerbParser)(
+        prog="cove",
+        description="Declarative system containers on systemd-nspawn.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"cove {__version__}")
     # Global options work before or after the verb; SUPPRESS keeps a sub-parser's absent
     # option from overwriting the value given before the verb.
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     for p_ in (parser, common):
         default = None if p_ is parser else argparse.SUPPRESS
         p_.add_argument(
@@ -419,13 +445,22 @@ def build_parser() -> argparse.ArgumentParser:
             default=False if p_ is parser else argparse.SUPPRESS,
             help="print every command cove runs, as a line one can paste",
         )
+    # Stands in for the sub-parsers left out with `only`; what is added to it is never used.
+    unused = argparse.ArgumentParser(
+        add_help=False, conflict_handler="resolve", formatter_class=_Formatter
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    def verb(name: str, func: Verb, help: str | None, **kw: Any) -> argparse.ArgumentParser:
+    def verb(name: str, func: Verb | None, help: str | None, **kw: Any) -> argparse.ArgumentParser:
         if help is not None:  # internal verbs (no help) stay out of `cove --help`
             kw["help"] = help
-        sub = verbs.add_parser(name, description=help, parents=[common], **kw)
-        sub.set_defaults(func=func)
+        if only is not None and name != only:
+            return unused
+        sub = verbs.add_parser(
+            name, description=help, parents=[common], formatter_class=_Formatter, **kw
+        )
+        if func is not None:
+            sub.set_defaults(func=func)
         return sub
 
     def json_flag(sub: argparse.ArgumentParser) -> None:
@@ -457,19 +492,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")
     p.add_argument("name", metavar="NAME")
     json_flag(p)
-    image = verbs.add_parser("image", help="build and manage images", parents=[common])
-    image_verbs = image.add_subparsers(dest="image_verb", metavar="IMAGE-VERB", required=True)
-    p = image_verbs.add_parser(
-        "build",
-        help="build recipe images (debian:SUITE, ubuntu:SUITE, or a container's)",
-        parents=[common],
-    )
-    p.set_defaults(func=cmd_image_build)
-    p.add_argument("images", nargs="+", metavar="RECIPE|NAME")
-    p.add_argument("--package", action="append", default=[], help="with a RECIPE: add a package")
-    p = image_verbs.add_parser("list", help="list the images in the store", parents=[common])
-    p.set_defaults(func=cmd_image_list)
-    json_flag(p)
+    image = verb("image", None, "build and manage images")
+    if image is not unused:
+        image_verbs = image.add_subparsers(dest="image_verb", metavar="IMAGE-VERB", required=True)
+        p = image_verbs.add_parser(
+            "build",
+            help="build recipe images (debian:SUITE, ubuntu:SUITE, or a container's)",
+            parents=[common],
+            formatter_class=_Formatter,
+        )
+        p.set_defaults(func=cmd_image_build)
+        p.add_argument("images", nargs="+", metavar="RECIPE|NAME")
+        p.add_argument(
+            "--package", action="append", default=[], help="with a RECIPE: add a package"
+        )
+        p = image_verbs.add_parser(
+            "list",
+            help="list the images in the store",
+            parents=[common],
+            formatter_class=_Formatter,
+        )
+        p.set_defaults(func=cmd_image_list)
+        json_flag(p)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")
@@ -485,8 +529,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb of a command line that needs no help text, else None."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help", "--version"):
+            return None
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            rest = list(words)
+            return None if "-h" in rest or "--help" in rest else word
+    return None
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    verb = _chosen_verb(argv)
+    if verb is not None:
+        with contextlib.suppress(_Retry):
+            return build_parser(only=verb).parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.debug:
         from cove import proc
 

@@ -4,9 +4,12 @@ then booted."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from cove.recipes import recipe_of
 from tests.conftest import CACHE, Host
 
 pytestmark = pytest.mark.e2e
@@ -86,3 +89,85 @@ def test_a_killed_build_leaves_no_image_and_the_next_one_succeeds(cove_host: Hos
     assert (store / image.rsplit("/", 1)[1] / "usr/lib/os-release").exists()
     assert not [p for p in store.glob(".*.tmp-*")], "the killed build's tree is gone"
     assert not cgroups.Group(f"cove-test-{cove_host.tag}").pids(), "and so are its processes"
+
+
+def _seed(store: Path, identity: str, tree: Path, marker: str) -> None:
+    """A store entry as a build would leave it, without running debootstrap."""
+    subprocess.run(["cp", "-a", str(tree), str(store / identity)], check=True)
+    (store / identity / "etc").mkdir(exist_ok=True)
+    (store / identity / "etc/made-from").write_text(marker)
+
+
+def test_a_persistent_container_keeps_its_image_until_rebased_and_gc_spares_used_images(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name, other = cove_host.name("pinned"), cove_host.name("loose")
+    store = cove_host.root / "images"
+    store.mkdir()
+    mirror = "http://deb.debian.org/debian"  # the default, which the file keeps
+    first = recipe_of("debian:bookworm", ("pkg-one",), {"debian": mirror})
+    second = recipe_of("debian:bookworm", ("pkg-two",), {"debian": mirror})
+    assert first is not None and second is not None
+    _seed(store, first.identity, busybox_image, "first\n")
+    _seed(store, second.identity, busybox_image, "second\n")
+    _seed(store, "debian-bookworm-0123456789abcdef", busybox_image, "unused\n")
+
+    def declare(packages: str) -> None:
+        cove_host.write(
+            f"""
+            [containers.{name}]
+            image = "debian:bookworm"
+            packages = {packages}
+            boot = false
+            command = ["/bin/sh", "-c", "exec sleep 1000"]
+            [containers.{other}]
+            image = "{busybox_image}"
+            boot = false
+            command = ["/bin/sh", "-c", "exec sleep 1000"]
+            """,
+            host=f'image-dir = "{store}"\n',
+        )
+
+    def made_from() -> str:
+        return cove_host.cove("run", name, "--", "cat", "/etc/made-from", check=True).stdout
+
+    declare('["pkg-one"]')
+    cove_host.cove("start", name, check=True)
+    assert made_from() == "first\n"
+    cove_host.cove("run", name, "--", "sh", "-c", "echo mine > /root/file", check=True)
+    cove_host.cove("stop", name, check=True)
+
+    declare('["pkg-two"]')  # the file now names another image
+    started = cove_host.cove("start", name, check=True)
+    assert f"{name} keeps image {first.identity} it was created from" in started.stderr
+    assert made_from() == "first\n"
+    assert cove_host.cove("image", "rm", first.identity).returncode == 1
+    assert cove_host.cove("image", "rebase", name).returncode == 1  # running
+    # gc while it runs: the image it was created from and the one the file names both stay.
+    gc = cove_host.cove("image", "gc", check=True)
+    assert gc.stdout == "debian-bookworm-0123456789abcdef: removed\n"
+    assert {p.name for p in store.iterdir() if not p.name.startswith(".")} == {
+        first.identity,
+        second.identity,
+    }
+    cove_host.cove("stop", name, check=True)
+
+    rebased = cove_host.cove("image", "rebase", name, check=True)
+    assert rebased.stdout == (
+        f"{name}: image {first.identity} -> {second.identity}; its changes are kept on top\n"
+    )
+    cove_host.cove("start", name, check=True)
+    assert made_from() == "second\n"
+    assert cove_host.cove("run", name, "--", "cat", "/root/file").stdout == "mine\n"
+    listed = json.loads(cove_host.cove("image", "list", "--json", check=True).stdout)
+    used = {i["identity"]: i["used-by"] for i in listed["images"]}
+    assert used == {first.identity: [], second.identity: [name]}
+    cove_host.cove("stop", name, check=True)
+
+    removed = cove_host.cove("image", "rm", first.identity, check=True)
+    assert removed.stdout == f"{first.identity}: removed\n"
+    assert not (store / first.identity).exists()
+    left = sorted(p.name for p in store.iterdir() if not p.name.endswith(".lock"))
+    assert left == [second.identity]  # no half-removed tree either
+    missing = cove_host.cove("image", "rm", "../etc")
+    assert missing.returncode == 1 and "is not an image identity" in missing.stderr

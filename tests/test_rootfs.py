@@ -59,7 +59,7 @@ def test_image_listing_names_the_host_tree_and_its_users(tmp_path: Path) -> None
     current = rootfs.ensure_host_base(Path(host.host_base))
     old = current.with_name("host-0000000000000000")
     old.mkdir()
-    listed = images.listing(host, {str(host.host_base): ["web"]})
+    listed = images.listing(host, {os.path.realpath(host.host_base): ["web"]})
     by_name = {i.identity: i for i in listed}
     assert by_name[current.name].label == "host /etc (current)"
     assert by_name[current.name].used_by == ("web",)

@@ -291,15 +291,25 @@ def cmd_image_build(ctx: Context) -> int:
     return 0
 
 
-def cmd_image_list(ctx: Context) -> int:
+def _image_users(ctx: Context) -> dict[str, list[str]]:
+    """Real path of an image -> the containers that use it: declared ones, persistent ones
+    created from it (declared or not), and running ones (declared or not)."""
     from cove import images
     from cove.render import root_layout
 
-    lowers: dict[str, list[str]] = {}
+    host = ctx.config.host
+    declared: dict[str, list[str]] = {}
     for c in ctx.config.containers.values():
-        for lower in root_layout(c, ctx.config.host).lower:
-            lowers.setdefault(lower, []).append(c.name)
-    found = images.listing(ctx.config.host, lowers)
+        lower = root_layout(c, host).lower
+        for path in lower[1:] if c.host_image else lower:  # not the container's own layer
+            declared.setdefault(os.path.realpath(path), []).append(c.name)
+    return images.merge_users(declared, images.recorded_users(host), images.running_users(host))
+
+
+def cmd_image_list(ctx: Context) -> int:
+    from cove import images
+
+    found = images.listing(ctx.config.host, _image_users(ctx))
     if ctx.args.json:
         _print_json(
             {
@@ -323,6 +333,72 @@ def cmd_image_list(ctx: Context) -> int:
             for i in found
         ],
     )
+    return 0
+
+
+def cmd_image_rm(ctx: Context) -> int:
+    from cove import images
+
+    users = _image_users(ctx)
+    host = ctx.config.host
+    for identity in ctx.args.identities:
+        using = users.get(os.path.realpath(images.store(host) / identity), [])
+        if using:
+            raise CoveError(
+                f"image {identity} is used by {', '.join(using)}",
+                hint="`cove image list` shows who uses what; `cove destroy NAME` or "
+                "`cove image rebase NAME` frees it",
+            )
+        images.remove(host, identity)
+        print(f"{identity}: removed")
+    return 0
+
+
+def cmd_image_gc(ctx: Context) -> int:
+    from cove import images
+
+    removed = images.collect_garbage(ctx.config.host, _image_users(ctx))
+    for identity in removed:
+        print(f"{identity}: removed")
+    if not removed:
+        print("no unused images", file=sys.stderr)
+    return 0
+
+
+def cmd_image_rebase(ctx: Context) -> int:
+    """Move a stopped persistent container to the image its file now names."""
+    from cove import direct, images
+    from cove.recipes import recipe_of
+    from cove.render import image_path
+
+    c = ctx.container(ctx.args.name)
+    host = ctx.config.host
+    if direct.observe(ctx.direct_facts(), c.name).state != "down":
+        raise CoveError(f"{c.name} is running", hint=f"stop it first: cove stop {c.name}")
+    wanted = images.store_identity(host, image_path(c, host))
+    if c.ephemeral or wanted is None:
+        raise CoveError(
+            f"{c.name} starts from its file's image every time; there is nothing to rebase"
+        )
+    recipe = recipe_of(c.image, c.packages, host.mirrors)
+    if recipe is not None:
+        images.ensure_recipe(host, recipe)
+    kept = images.recorded(host, c.name)
+    images.record(host, c.name, wanted)
+    if kept == wanted:
+        print(f"{c.name}: already on image {wanted}")
+    else:
+        print(f"{c.name}: image {kept or '(none)'} -> {wanted}; its changes are kept on top")
+    return 0
+
+
+def cmd_destroy(ctx: Context) -> int:
+    from cove import direct
+
+    facts = ctx.direct_facts()
+    for name in ctx.args.names:
+        removed = direct.destroy(facts, ctx.container(name))
+        print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
     return 0
 
 
@@ -380,7 +456,8 @@ def cmd_exec(ctx: Context) -> int:
 def cmd_hook(ctx: Context) -> int:
     """Internal: the systemd unit's pre-start and post-stop steps."""
     from cove import rootfs
-    from cove.runtimedir import RuntimeDir, remove_tree
+    from cove.runtimedir import RuntimeDir
+    from cove.trees import remove_tree
 
     if ctx.args.step == "pre-start":
         r = ctx.render(ctx.args.name)
@@ -473,6 +550,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("stop", cmd_stop, "stop containers cleanly (killed after timeout-stop-sec)"),
         ("restart", cmd_restart, "stop, then start containers"),
         ("terminate", cmd_terminate, "kill containers at once"),
+        ("destroy", cmd_destroy, "stop containers and remove their state and logs"),
     ):
         verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
     p = verb("status", cmd_status, "print up, down, orphaned or gone")
@@ -514,6 +592,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         p.set_defaults(func=cmd_image_list)
         json_flag(p)
+        for name, func, text, metavar in (
+            ("rm", cmd_image_rm, "remove images no container uses", "IDENTITY"),
+            ("gc", cmd_image_gc, "remove every image no container uses", None),
+            ("rebase", cmd_image_rebase, "move a stopped persistent container to the image "
+             "its file names now", "NAME"),
+        ):  # fmt: skip
+            p = image_verbs.add_parser(
+                name, help=text, parents=[common], formatter_class=_Formatter
+            )
+            p.set_defaults(func=func)
+            if name == "rm":
+                p.add_argument("identities", nargs="+", metavar=metavar)
+            elif metavar:
+                p.add_argument("name", metavar=metavar)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

@@ -20,7 +20,8 @@ from cove.errors import CoveError, NotRunning
 from cove.model import Container
 from cove.recipes import recipe_of
 from cove.render import HostFacts, Render
-from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_nspawn_leftovers, remove_tree
+from cove.runtimedir import Busy, Liveness, RuntimeDir, remove_nspawn_leftovers
+from cove.trees import remove_tree
 
 NSENTER = "/usr/bin/nsenter"
 
@@ -88,6 +89,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         from cove import images
 
         images.ensure_recipe(facts.host, recipe)  # before the start timeout: builds are slow
+    r = _pinned(r, facts)
     runtime = RuntimeDir(facts.host, c.name)
     try:
         lock_fd, leftover = runtime.claim()
@@ -137,6 +139,48 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         )
     leader = report.get("leader")
     return True, leader if isinstance(leader, int) else None
+
+
+def _pinned(r: Render, facts: HostFacts) -> Render:
+    """A persistent container on a store image starts from the image it was created from."""
+    lower = r.layout.lower
+    if (
+        r.container.ephemeral
+        or len(lower) != 1
+        or Path(lower[0]).parent != Path(facts.host.image_store)
+    ):
+        return r
+    from dataclasses import replace
+
+    from cove import images
+
+    wanted = images.store_identity(facts.host, lower[0])
+    if wanted is None:
+        return r
+    kept = images.pin(facts.host, r.container.name, wanted)
+    if kept == wanted:
+        return r
+    return replace(r, layout=replace(r.layout, lower=(str(images.store(facts.host) / kept),)))
+
+
+def destroy(facts: HostFacts, c: Container) -> list[str]:
+    """Stop the container and remove its state and logs; returns what was removed. A file
+    system mounted anywhere in them stops it before anything is removed."""
+    stop(facts, c)
+    host = facts.host
+    removed = []
+    for path in (Path(host.container_state(c.name)), Path(host.container_log(c.name))):
+        if not os.path.lexists(path):
+            continue
+        try:
+            remove_tree(path)
+        except OSError as e:
+            raise CoveError(
+                f"cannot destroy {c.name}: {e.strerror or e}",
+                hint="unmount it first; nothing under a mount point is ever removed",
+            ) from None
+        removed.append(str(path))
+    return removed
 
 
 def _control(runtime: RuntimeDir, command: str) -> socket.socket | None:

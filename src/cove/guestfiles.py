@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from cove.errors import CoveError
-from cove.runtimedir import remove_tree
+from cove.trees import remove_tree
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC

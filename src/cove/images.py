@@ -19,7 +19,7 @@ from cove import cgroups, proc, syscalls
 from cove.errors import CoveError
 from cove.model import HostConfig
 from cove.recipes import Recipe
-from cove.runtimedir import remove_tree
+from cove.trees import remove_tree
 
 
 def store(host: HostConfig) -> Path:
@@ -135,8 +135,8 @@ class Image:
     used_by: tuple[str, ...]
 
 
-def listing(host: HostConfig, lowers: dict[str, list[str]]) -> list[Image]:
-    """Every image in the store; `lowers` maps a path to the containers whose root uses it."""
+def listing(host: HostConfig, users_of: dict[str, list[str]]) -> list[Image]:
+    """Every image in the store; `users_of` maps a real path to the containers that use it."""
     found = []
     current_host = os.path.realpath(host.host_base)
     for entry in sorted(store(host).iterdir()) if store(host).is_dir() else []:
@@ -146,9 +146,7 @@ def listing(host: HostConfig, lowers: dict[str, list[str]]) -> list[Image]:
             label = str(json.loads(_describe(entry).read_text())["label"])
         except (OSError, ValueError, KeyError):
             label = _label_from_name(entry.name, str(entry) == current_host)
-        users = lowers.get(str(entry), [])
-        if str(entry) == current_host:
-            users = users + lowers.get(str(host.host_base), [])
+        users = users_of.get(os.path.realpath(entry), [])
         found.append(Image(entry.name, label, entry, _size(entry), tuple(sorted(users))))
     return found
 
@@ -171,3 +169,130 @@ def _size(tree: Path) -> int:
 
 def say(line: str) -> None:
     print(f"cove: {line}", file=sys.stderr, flush=True)
+
+
+# -- images a persistent container was created from -------------------------------------------
+def _record(host: HostConfig, name: str) -> Path:
+    return Path(host.container_state(name), "image.json")
+
+
+def recorded(host: HostConfig, name: str) -> str | None:
+    """The store image a persistent container's upper layer was made on, if any."""
+    try:
+        data = json.loads(_record(host, name).read_text())
+    except (OSError, ValueError):
+        return None
+    identity = data.get("identity") if isinstance(data, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def record(host: HostConfig, name: str, identity: str) -> None:
+    from cove.runtimedir import write_atomic
+
+    path = _record(host, name)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"identity": identity}) + "\n", mode=0o644)
+
+
+def store_identity(host: HostConfig, lower: str) -> str | None:
+    """The identity of a store image used as a lower layer (not the host's generated /etc,
+    which follows the host by design)."""
+    path = Path(lower)
+    if path.parent != store(host) or path.name.startswith((".", "host")):
+        return None
+    return path.name
+
+
+def pin(host: HostConfig, name: str, wanted: str) -> str:
+    """The image a persistent container starts from: the one it was created from, whatever the
+    file now asks for. Its changes are a layer over that image's files; put over another
+    image they could break it. Moving on is `cove image rebase NAME`."""
+    kept = recorded(host, name)
+    if kept is None:
+        record(host, name, wanted)
+        return wanted
+    if not (store(host) / kept).is_dir():
+        raise CoveError(
+            f"{name} was created from image {kept}, which is no longer in the store",
+            hint=f"`cove image rebase {name}` moves it to {wanted} (its changes are kept)",
+        )
+    if kept != wanted:
+        say(
+            f"{name} keeps image {kept} it was created from (the file now asks for {wanted}); "
+            f"`cove image rebase {name}` moves it"
+        )
+    return kept
+
+
+def recorded_users(host: HostConfig) -> dict[str, list[str]]:
+    """Store path -> persistent containers (declared or not) created from it."""
+    users: dict[str, list[str]] = {}
+    containers = Path(host.state_dir, "containers")
+    for entry in sorted(containers.iterdir()) if containers.is_dir() else []:
+        identity = recorded(host, entry.name)
+        if identity is not None:
+            users.setdefault(str(store(host) / identity), []).append(entry.name)
+    return users
+
+
+def running_users(host: HostConfig) -> dict[str, list[str]]:
+    """Store path -> running containers whose root is made of it, declared or not."""
+    from cove.runtimedir import Liveness, RuntimeDir
+
+    users: dict[str, list[str]] = {}
+    runtime = Path(host.runtime_dir)
+    for entry in sorted(runtime.iterdir()) if runtime.is_dir() else []:
+        directory = RuntimeDir(host, entry.name)
+        if directory.liveness() is Liveness.ABSENT:
+            continue
+        lower = directory.read_status().get("lower", [])
+        for path in lower if isinstance(lower, list) else []:
+            users.setdefault(os.path.realpath(str(path)), []).append(entry.name)
+    return users
+
+
+def merge_users(*maps: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for users in maps:
+        for path, names in users.items():
+            merged[path] = sorted({*merged.get(path, []), *names})
+    return merged
+
+
+# -- removal ------------------------------------------------------------------------------------
+def remove(host: HostConfig, identity: str) -> None:
+    """Take an image out of the store: renamed away at once under its lock (so nobody starts
+    from a half-removed tree), then deleted."""
+    if "/" in identity or identity.startswith(".") or identity in ("", "host"):
+        raise CoveError(f"{identity!r} is not an image identity", hint="`cove image list`")
+    target = store(host) / identity
+    if not target.is_dir() or target.is_symlink():
+        raise CoveError(f"no image {identity} in {store(host)}", hint="`cove image list`")
+    with _locked(host, identity):
+        doomed = store(host) / f".{identity}.rm-{os.getpid()}"
+        os.rename(target, doomed)
+        with contextlib.suppress(FileNotFoundError):
+            _describe(target).unlink()
+        remove_tree(doomed)
+    # The lock file stays: someone may be waiting on it, and a new one would not exclude them.
+
+
+def collect_garbage(host: HostConfig, in_use: dict[str, list[str]]) -> list[str]:
+    """Remove every image nobody uses (`in_use`: real paths -> users) and what interrupted
+    builds and removals left; returns the identities removed."""
+    current_host = os.path.realpath(host.host_base)
+    removed = []
+    for entry in sorted(store(host).iterdir()) if store(host).is_dir() else []:
+        leftover = re.fullmatch(r"\.(.+)\.(tmp|rm)-\d+", entry.name)
+        if leftover:
+            with _locked(host, leftover[1]):  # not while its build is still going
+                remove_tree(entry)
+            continue
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+            continue
+        real = os.path.realpath(entry)
+        if real == current_host or in_use.get(real):
+            continue
+        remove(host, entry.name)
+        removed.append(entry.name)
+    return removed

@@ -11,7 +11,7 @@ from pathlib import Path
 from cove import guestfiles, syscalls
 from cove.errors import CoveError
 from cove.render import RootLayout
-from cove.runtimedir import remove_tree
+from cove.trees import remove_tree
 
 # Files of the host's /etc that a guest sharing the host's /usr needs to work like the host:
 # accounts, name service, PAM, the dynamic linker cache, command alternatives, time zone.

@@ -114,31 +114,3 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def remove_tree(path: Path) -> None:
-    """rm -r that never crosses into a mount point: a bind-mounted host directory is skipped
-    (and the error reported) rather than emptied."""
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not os.path.isdir(path) or os.path.islink(path):
-        path.unlink()
-        return
-    for root, dirs, _files in os.walk(path, topdown=True):
-        for d in list(dirs):
-            full = os.path.join(root, d)
-            if not os.path.islink(full) and os.lstat(full).st_dev != top.st_dev:
-                raise OSError(f"refusing to remove {full}: a file system is mounted there")
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            os.unlink(os.path.join(root, f))
-        for d in dirs:
-            full = os.path.join(root, d)
-            if os.path.islink(full):
-                os.unlink(full)
-            else:
-                os.rmdir(full)
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(path)

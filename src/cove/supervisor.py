@@ -25,7 +25,8 @@ from typing import Any
 from cove import cgroups, net, proc, rootfs, syscalls
 from cove.errors import CoveError
 from cove.render import HostFacts, Render
-from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers, remove_tree
+from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers
+from cove.trees import remove_tree
 
 REBOOT_EXIT = 133
 LOG_TAIL = 20
@@ -342,6 +343,8 @@ class Supervisor:
             "started_at": self.started_at,
             "ephemeral": self.c.ephemeral,
             "image": self.c.image,
+            # What the root is made of: `cove image gc` spares these while the container runs.
+            "lower": list(self.render.layout.lower),
         }
 
     def _write_status(self, state: str) -> None:

@@ -1,0 +1,77 @@
+"""cove destroy on real containers: state and logs go, nothing under a mount point ever does."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Host
+from tests.test_e2e_busybox import app
+
+pytestmark = pytest.mark.e2e
+
+
+def test_destroy_running_container_keeps_the_bound_host_directory(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    data = cove_host.root / "host-data"
+    data.mkdir()
+    (data / "marker").write_text("precious\n")
+    name = cove_host.name("bound")
+    cove_host.write(
+        app(
+            cove_host,
+            "bound",
+            busybox_image,
+            extra=f"""
+            [containers.{name}.bind-mounts."/srv/data"]
+            host-path = "{data}"
+            is-read-only = false
+            """,
+        )
+    )
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "echo mine > /root/file", check=True)
+    state = Path(cove_host.host.container_state(name))
+    assert (state / "upper/root/file").exists()
+    # A file the guest's admin made immutable: destroy removes it all the same.
+    subprocess.run(["chattr", "+i", str(state / "upper/root/file")], check=True)
+
+    result = cove_host.cove("destroy", name, check=True)
+    assert result.stdout == f"{name}: destroyed\n"
+    assert (data / "marker").read_text() == "precious\n"
+    assert not state.exists()
+    assert not (cove_host.root / "log" / name).exists()
+    assert cove_host.cove("status", name, check=True).stdout == "down\n"
+    assert cove_host.cove("destroy", name, check=True).stdout == f"{name}: nothing to destroy\n"
+
+
+def test_destroy_refuses_a_state_dir_with_a_mount_in_it(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("mounted")
+    cove_host.write(app(cove_host, "mounted", busybox_image))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "sh", "-c", "mkdir -p /srv/in && echo x > /etc/mine")
+    cove_host.cove("stop", name, check=True)
+    # Someone bound a host directory (same file system) into the container's upper layer.
+    data = cove_host.root / "host-data"
+    data.mkdir()
+    (data / "marker").write_text("precious\n")
+    state = Path(cove_host.host.container_state(name))
+    target = state / "upper/srv/in"
+    subprocess.run(["mount", "--bind", str(data), str(target)], check=True)
+    try:
+        result = cove_host.cove("destroy", name)
+        assert result.returncode == 1, result.stderr
+        assert f"cannot destroy {name}: refusing to remove" in result.stderr
+        assert f"a file system is mounted at {target}" in result.stderr
+        assert (data / "marker").read_text() == "precious\n"
+        assert (state / "upper/etc/mine").exists()  # nothing removed at all
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert cove_host.cove("destroy", name, check=True).stdout == f"{name}: destroyed\n"
+    assert (data / "marker").read_text() == "precious\n"
+    assert not state.exists()

@@ -88,11 +88,11 @@ def _build(recipe: Recipe, tmp: Path, group: cgroups.Group) -> None:
     ) as build:
         assert build.stdout is not None
         tail: list[str] = []
+        progress = Progress(recipe.label)
         for line in build.stdout:
             tail = [*tail[-19:], line.rstrip()]
-            if line.startswith(("I: Retrieving", "I: Validating", "I: Extracting",
-                                "I: Unpacking", "I: Configuring", "I: Base system")):  # fmt: skip
-                say("  " + line.strip())
+            progress.step(line.strip())
+        progress.done()
     if build.returncode != 0:
         raise CoveError(
             f"building {recipe.label} failed (debootstrap exited {build.returncode}):\n"
@@ -165,6 +165,46 @@ def _size(tree: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
     return total
+
+
+class Progress:
+    """debootstrap's steps: one line rewritten in place on a terminal (with the time spent),
+    its milestones as plain lines otherwise (logs, pipes)."""
+
+    MILESTONES = ("I: Retrieving", "I: Validating", "I: Extracting", "I: Unpacking",
+                  "I: Configuring", "I: Base system")  # fmt: skip
+
+    def __init__(self, label: str) -> None:
+        import time
+
+        self.label = label
+        self.began = time.monotonic()
+        self.terminal = sys.stderr.isatty()
+        self.shown = False
+
+    def step(self, line: str) -> None:
+        if not line.startswith("I: "):
+            return
+        if self.terminal:
+            import time
+
+            spent = time.monotonic() - self.began
+            text = f"cove: building {self.label} [{spent:4.0f}s] {line[3:]}"
+            try:
+                columns = os.get_terminal_size(sys.stderr.fileno()).columns or 80
+            except OSError:
+                columns = 80
+            width = max(20, columns - 1)
+            sys.stderr.write("\r\x1b[K" + text[:width])
+            sys.stderr.flush()
+            self.shown = True
+        elif line.startswith(self.MILESTONES):
+            say("  " + line)
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def say(line: str) -> None:

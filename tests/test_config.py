@@ -123,8 +123,8 @@ def test_all_errors_reported_at_once() -> None:
     ("toml", "message"),
     [
         ('image = "debian"', 'containers.c.image: expected "host", a recipe (debian:SUITE, '
-                             "ubuntu:SUITE) or an absolute path to a root directory, got "
-                             "'debian'"),
+                             "ubuntu:SUITE), or an absolute path to a root directory or a "
+                             ".tar, .tar.gz or .tar.zst archive, got 'debian'"),
         ('image = "arch:latest"', 'containers.c.image: expected "host", a recipe'),
         ('packages = ["nginx"]', "containers.c.packages: packages go into recipe images "
                                  "(debian:SUITE, ubuntu:SUITE); image 'host' is not one"),

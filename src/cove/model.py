@@ -13,6 +13,9 @@ class Backend(StrEnum):
     DIRECT = "direct"
 
 
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
+
+
 @dataclass(frozen=True)
 class BindMount:
     mount_point: str
@@ -113,8 +116,13 @@ class Container:
         return self.image == "host"
 
     @property
+    def archive_image(self) -> bool:
+        """A root file system archive, imported into the image store at the first start."""
+        return self.image.startswith("/") and self.image.endswith(ARCHIVE_SUFFIXES)
+
+    @property
     def directory_image(self) -> bool:
-        return self.image.startswith("/")
+        return self.image.startswith("/") and not self.archive_image
 
     @property
     def network(self) -> NetworkOptions:

@@ -46,8 +46,9 @@ def parse_image(value: object, path: str, diag: Diagnostics) -> str | _Invalid:
         return text
     return diag.error(
         path,
-        f'expected "host", a recipe ({", ".join(f"{d}:SUITE" for d in MIRRORS)}) or an '
-        f"absolute path to a root directory, got {text!r}",
+        f'expected "host", a recipe ({", ".join(f"{d}:SUITE" for d in MIRRORS)}), or an '
+        "absolute path to a root directory or a .tar, .tar.gz or .tar.zst archive, "
+        f"got {text!r}",
     )
 
 
@@ -326,8 +327,9 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         "host",
         parse_image,
         'root image: "host" (the host\'s /usr, read-only, with a generated /etc), a recipe '
-        'such as "debian:bookworm" built into the image store, or an absolute path to a root '
-        "directory",
+        'such as "debian:bookworm" built into the image store, an absolute path to a root '
+        "directory (used in place), or an absolute path to a .tar, .tar.gz or .tar.zst root "
+        "file system archive (imported into the image store once)",
         None,
     ),
     Setting(

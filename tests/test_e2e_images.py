@@ -3,8 +3,11 @@ then booted."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,91 @@ def test_a_persistent_container_keeps_its_image_until_rebased_and_gc_spares_used
     assert left == [second.identity]  # no half-removed tree either
     missing = cove_host.cove("image", "rm", "../etc")
     assert missing.returncode == 1 and "is not an image identity" in missing.stderr
+
+
+def _bookworm_tarball(cove_host: Host) -> Path:
+    """debian:bookworm as a root file system archive, as `tar --numeric-owner` makes one from
+    a debootstrap tree; kept on the machine beside the image it was made from."""
+    cove_host.write("", host=STORE)
+    built = cove_host.cove("image", "build", "debian:bookworm", timeout=900, check=True)
+    tree = Path(built.stdout.split(": ", 1)[1].strip())
+    tarball = CACHE / f"{tree.name}.tar.zst"
+    if not tarball.exists():
+        partial = tarball.with_name(f".{tarball.name}.{os.getpid()}")
+        subprocess.run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "--zstd", "-cf",
+             str(partial), "."],
+            check=True,
+        )  # fmt: skip
+        partial.rename(tarball)
+    return tarball
+
+
+def test_a_rootfs_tarball_imports_once_and_boots(cove_host: Host) -> None:
+    tarball = _bookworm_tarball(cove_host)
+    name, twin = cove_host.name("tar"), cove_host.name("tar2")
+    store = cove_host.root / "images"
+    cove_host.write(
+        f"""
+        [containers.{name}]
+        image = "{tarball}"
+        [containers.{twin}]
+        image = "{tarball}"
+        ephemeral = true
+        """,
+        host=f'image-dir = "{store}"\n',
+    )
+    started = cove_host.cove("start", name, twin, timeout=300, check=True)
+    assert started.stderr.count(f"importing {tarball} as image tar-") == 1
+    for n in (name, twin):
+        running = cove_host.cove("run", n, "--", "systemctl", "is-system-running")
+        assert running.stdout == "running\n", cove_host.log(n)[-2000:]
+    localtime = cove_host.cove("run", name, "--", "readlink", "/etc/localtime").stdout
+    assert localtime.startswith("/usr/share/zoneinfo/")  # an absolute link, kept as it was
+    owners = cove_host.cove("run", name, "--", "stat", "-c", "%u:%g %a", "/usr/bin/passwd")
+    assert owners.stdout == "0:0 4755\n"
+    cove_host.cove("stop", name, twin, check=True)
+    (image,) = [p for p in store.iterdir() if p.name.startswith("tar-")]
+    assert not (image / "dev/null").exists()  # nspawn provides /dev
+    listed = json.loads(cove_host.cove("image", "list", "--json", check=True).stdout)
+    (entry,) = [i for i in listed["images"] if i["identity"] == image.name]
+    assert entry["label"] == f"archive {tarball}"
+    assert entry["used-by"] == sorted([name, twin])
+    again = cove_host.cove("start", name, check=True)  # identity remembered: no new import
+    assert "importing" not in again.stderr
+    cove_host.cove("stop", name, check=True)
+
+
+def test_a_tarball_escaping_its_root_is_refused_and_nothing_is_written(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    evil = cove_host.root / "evil.tar"
+    outside = cove_host.root / "outside"
+    outside.mkdir()
+    with tarfile.open(evil, "w") as tar:
+        tar.add(busybox_image, arcname=".")
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        tar.addfile(link)
+        data = b"owned\n"
+        through = tarfile.TarInfo("link/etc-x")
+        through.size = len(data)
+        tar.addfile(through, io.BytesIO(data))
+    name = cove_host.name("evil")
+    store = cove_host.root / "images"
+    cove_host.write(
+        f"""
+        [containers.{name}]
+        image = "{evil}"
+        boot = false
+        command = ["/bin/true"]
+        """,
+        host=f'image-dir = "{store}"\n',
+    )
+    before = cove_host.snapshot()
+    result = cove_host.cove("start", name)
+    assert result.returncode == 1
+    assert "link/etc-x" in result.stderr and str(evil) in result.stderr
+    assert list(outside.iterdir()) == []
+    assert [p.name for p in store.iterdir() if not p.name.endswith(".lock")] == []
+    assert cove_host.snapshot() == before

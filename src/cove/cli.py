@@ -274,20 +274,24 @@ def cmd_show_ip(ctx: Context) -> int:
 
 def cmd_image_build(ctx: Context) -> int:
     from cove import images
-    from cove.recipes import parse_recipe, recipe_of
+    from cove.recipes import recipe_of
 
     host = ctx.config.host
     for what in ctx.args.images:
-        if parse_recipe(what):
-            recipe = recipe_of(what, tuple(ctx.args.package), host.mirrors)
+        recipe = recipe_of(what, tuple(ctx.args.package), host.mirrors)
+        if recipe is not None:
+            print(f"{recipe.label}: {images.ensure_recipe(host, recipe)}")
+        elif what.startswith("/"):
+            print(f"{what}: {images.ensure_archive(host, what)}")
         else:
             c = ctx.container(what)
-            recipe = recipe_of(c.image, c.packages, host.mirrors)
-            if recipe is None:
-                raise UsageError(f"{what}'s image {c.image!r} is not a recipe: nothing to build")
-        assert recipe is not None
-        path = images.ensure_recipe(host, recipe)
-        print(f"{recipe.label}: {path}")
+            path = images.image_of(host, c, make=True)
+            if path is None:
+                raise UsageError(
+                    f"{what}'s image {c.image!r} is neither a recipe nor an archive: "
+                    "nothing to build"
+                )
+            print(f"{c.image}: {path}")
     return 0
 
 
@@ -300,7 +304,8 @@ def _image_users(ctx: Context) -> dict[str, list[str]]:
     host = ctx.config.host
     declared: dict[str, list[str]] = {}
     for c in ctx.config.containers.values():
-        lower = root_layout(c, host).lower
+        image = images.image_of(host, c, make=False)
+        lower = [str(image)] if image else root_layout(c, host).lower
         for path in lower[1:] if c.host_image else lower:  # not the container's own layer
             declared.setdefault(os.path.realpath(path), []).append(c.name)
     return images.merge_users(declared, images.recorded_users(host), images.running_users(host))
@@ -368,21 +373,17 @@ def cmd_image_gc(ctx: Context) -> int:
 def cmd_image_rebase(ctx: Context) -> int:
     """Move a stopped persistent container to the image its file now names."""
     from cove import direct, images
-    from cove.recipes import recipe_of
-    from cove.render import image_path
 
     c = ctx.container(ctx.args.name)
     host = ctx.config.host
     if direct.observe(ctx.direct_facts(), c.name).state != "down":
         raise CoveError(f"{c.name} is running", hint=f"stop it first: cove stop {c.name}")
-    wanted = images.store_identity(host, image_path(c, host))
-    if c.ephemeral or wanted is None:
+    image = None if c.ephemeral else images.image_of(host, c, make=True)
+    if image is None:
         raise CoveError(
             f"{c.name} starts from its file's image every time; there is nothing to rebase"
         )
-    recipe = recipe_of(c.image, c.packages, host.mirrors)
-    if recipe is not None:
-        images.ensure_recipe(host, recipe)
+    wanted = image.name
     kept = images.recorded(host, c.name)
     images.record(host, c.name, wanted)
     if kept == wanted:

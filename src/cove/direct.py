@@ -84,12 +84,18 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
 
     check_start(r)
     c = r.container
-    recipe = recipe_of(c.image, c.packages, facts.host.mirrors)
-    if recipe is not None:
+    if recipe_of(c.image, c.packages, facts.host.mirrors) is not None or c.archive_image:
         from cove import images
 
-        images.ensure_recipe(facts.host, recipe)  # before the start timeout: builds are slow
-    r = _pinned(r, facts)
+        # Before the start timeout runs: builds and imports are slow.
+        image = images.image_of(facts.host, c, make=True)
+        assert image is not None
+        if not (image / "usr").is_dir():
+            raise CoveError(
+                f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
+                "systemd-nspawn refuses a root without one"
+            )
+        r = _pinned(_on_lower(r, image), facts)
     runtime = RuntimeDir(facts.host, c.name)
     try:
         lock_fd, leftover = runtime.claim()
@@ -141,26 +147,21 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     return True, leader if isinstance(leader, int) else None
 
 
-def _pinned(r: Render, facts: HostFacts) -> Render:
-    """A persistent container on a store image starts from the image it was created from."""
-    lower = r.layout.lower
-    if (
-        r.container.ephemeral
-        or len(lower) != 1
-        or Path(lower[0]).parent != Path(facts.host.image_store)
-    ):
-        return r
+def _on_lower(r: Render, lower: Path) -> Render:
     from dataclasses import replace
 
+    return replace(r, layout=replace(r.layout, lower=(str(lower),)))
+
+
+def _pinned(r: Render, facts: HostFacts) -> Render:
+    """A persistent container on a store image starts from the image it was created from."""
     from cove import images
 
-    wanted = images.store_identity(facts.host, lower[0])
-    if wanted is None:
+    wanted = images.store_identity(facts.host, r.layout.lower[0])
+    if r.container.ephemeral or wanted is None:
         return r
     kept = images.pin(facts.host, r.container.name, wanted)
-    if kept == wanted:
-        return r
-    return replace(r, layout=replace(r.layout, lower=(str(images.store(facts.host) / kept),)))
+    return r if kept == wanted else _on_lower(r, images.store(facts.host) / kept)
 
 
 def destroy(facts: HostFacts, c: Container) -> list[str]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from cove import cgroups, proc, syscalls
 from cove.errors import CoveError
-from cove.model import HostConfig
-from cove.recipes import Recipe
+from cove.model import Container, HostConfig
+from cove.recipes import Recipe, recipe_of
 from cove.trees import remove_tree
 
 
@@ -60,6 +60,92 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
         _end(group)
         _describe(target).write_text(json.dumps({"label": recipe.label}) + "\n")
     return target
+
+
+def image_of(host: HostConfig, c: Container, make: bool) -> Path | None:
+    """The store image a container's file names (None for the host image and directories),
+    built or imported first when `make` is set (otherwise an archive is only found if it was
+    imported in its present state)."""
+    recipe = recipe_of(c.image, c.packages, host.mirrors)
+    if recipe is not None:
+        return ensure_recipe(host, recipe) if make else store(host) / recipe.identity
+    if c.archive_image:
+        return ensure_archive(host, c.image) if make else known_archive_image(host, c.image)
+    return None
+
+
+def ensure_archive(host: HostConfig, archive: str) -> Path:
+    """The store image of a root file system archive, importing it first if needed. Its
+    identity is the hash of its bytes, remembered per file state so later starts only stat."""
+    from cove import archives
+
+    path = Path(archive)
+    try:
+        state = _file_state(path)
+    except OSError as e:
+        raise CoveError(f"cannot read image archive {archive}: {e.strerror}") from None
+    identity = _known_identities(host).get(f"{archive}\0{state}")
+    if identity is not None and (store(host) / identity).is_dir():
+        return store(host) / identity
+    identity = archives.identity(path)
+    target = store(host) / identity
+    with _locked(host, identity):
+        if not target.is_dir():
+            for stale in store(host).glob(f".{identity}.tmp-*"):
+                remove_tree(stale)
+            say(f"importing {archive} as image {identity}")
+            scanned = archives.scan(path)
+            if _file_state(path) != state:  # hashed one file, scanned another
+                raise CoveError(f"image archive {archive} changed while it was imported")
+            tmp = store(host) / f".{identity}.tmp-{os.getpid()}"
+            tmp.mkdir(mode=0o700)
+            try:
+                archives.unpack(path, tmp, scanned)
+                make_bootable(tmp)
+                os.rename(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    remove_tree(tmp)
+                raise
+            _describe(target).write_text(json.dumps({"label": f"archive {archive}"}) + "\n")
+        _remember_identity(host, f"{archive}\0{state}", identity)
+    return target
+
+
+def _file_state(path: Path) -> str:
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _identities_file(host: HostConfig) -> Path:
+    return store(host) / ".archives.json"
+
+
+def _known_identities(host: HostConfig) -> dict[str, str]:
+    try:
+        data = json.loads(_identities_file(host).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def known_archive_image(host: HostConfig, archive: str) -> Path | None:
+    """The store image of an archive already imported in its present state, without hashing."""
+    try:
+        state = _file_state(Path(archive))
+    except OSError:
+        return None
+    identity = _known_identities(host).get(f"{archive}\0{state}")
+    return store(host) / identity if identity else None
+
+
+def _remember_identity(host: HostConfig, key: str, identity: str) -> None:
+    from cove.runtimedir import write_atomic
+
+    with _locked(host, ".archives"):
+        known = {k: v for k, v in _known_identities(host).items() if (store(host) / v).is_dir()}
+        known[key] = identity
+        write_atomic(_identities_file(host), json.dumps(known, sort_keys=True) + "\n", 0o644)
 
 
 def _end(group: cgroups.Group) -> None:

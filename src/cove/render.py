@@ -251,7 +251,7 @@ def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
 def render(c: Container, facts: HostFacts) -> Render:
     layout = root_layout(c, facts.host)
     required = tuple(sorted({m.host_path for m in c.bind_mounts}))
-    if c.directory_image:
+    if c.directory_image or c.archive_image:
         required = (c.image, *required)
     return Render(
         container=c,

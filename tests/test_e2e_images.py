@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cove.recipes import recipe_of
-from tests.conftest import CACHE, Host
+from tests.conftest import CACHE, COVE, Host
 
 pytestmark = pytest.mark.e2e
 
@@ -262,3 +262,33 @@ def test_a_tarball_escaping_its_root_is_refused_and_nothing_is_written(
     assert list(outside.iterdir()) == []
     assert [p.name for p in store.iterdir() if not p.name.endswith(".lock")] == []
     assert cove_host.snapshot() == before
+
+
+def test_two_concurrent_requests_for_one_image_import_it_once(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    archive = cove_host.root / "busybox.tar.gz"
+    subprocess.run(
+        ["tar", "--numeric-owner", "-C", str(busybox_image), "-czf", str(archive), "."],
+        check=True,
+    )
+    store = cove_host.root / "images"
+    cove_host.write("", host=f'image-dir = "{store}"\n')
+    env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
+    requests = [
+        subprocess.Popen(
+            [*COVE, "image", "build", str(archive)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [r.communicate(timeout=120) for r in requests]
+    assert [r.returncode for r in requests] == [0, 0, 0, 0], outputs
+    assert sum(err.count("importing") for _, err in outputs) == 1
+    assert len({out for out, _ in outputs}) == 1  # all name the same image
+    entries = [p.name for p in store.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and entries[0].startswith("tar-")
+    assert not [p for p in store.iterdir() if ".tmp-" in p.name]

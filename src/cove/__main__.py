@@ -1,3 +1,3 @@
-from cove.cli import main
+from cove.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -91,8 +91,8 @@ class Supervisor:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        # Moving a process between v1 cgroups waits for an RCU grace period (about 10 ms
-        # here): let it pass while the root is prepared.
+        # Moving a process between v1 cgroups waits for an RCU grace period (10-20 ms here):
+        # the supervisor's own move happens beside the launch, which waits only for nspawn's.
         joiner = threading.Thread(target=self._join_own_cgroup, name="cgroup")
         joiner.start()
         self.joined = joiner.join
@@ -141,10 +141,10 @@ class Supervisor:
         self.exit_status = None
         self.boots += 1
         rootfs.prepare(self.render.layout, self.c.name)
+        self.nspawn_pid = self._launch()
         self.joined()
         if self.join_error:
             raise CoveError(f"cannot join cgroup {self.group.relative}/cove: {self.join_error}")
-        self.nspawn_pid = self._launch()
         self._write_status("starting")
         start_deadline = time.monotonic() + self.c.timeout_start_sec
         while self.exit_status is None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from cove import cgroups
-from tests.conftest import Host
+from tests.conftest import COVE, Host
 
 pytestmark = pytest.mark.e2e
 
@@ -357,3 +358,24 @@ def test_debug_prints_the_nspawn_command(cove_host: Host, busybox_image: Path) -
     line = next(x for x in result.stderr.splitlines() if x.startswith("+ env -i "))
     assert f"/usr/bin/systemd-nspawn --keep-unit --register=no --machine={name} " in line
     assert line.endswith("-- /bin/sh -c 'exec sleep 1000'")
+
+
+def test_same_name_from_another_file_with_the_same_cgroup_is_refused(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("twin")
+    cove_host.write(app(cove_host, "twin", busybox_image))
+    cove_host.cove("start", name, check=True)
+    other = cove_host.root / "other"
+    other.mkdir()
+    text = cove_host.config.read_text().replace(f"{cove_host.root}/", f"{other}/")
+    (other / "cove.toml").write_text(text)  # same names and cgroup, other directories
+    env = {**os.environ, "COVE_CONFIG": str(other / "cove.toml")}
+    result = subprocess.run(
+        [*COVE, "start", name], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"cgroup cove-test-{cove_host.tag}/{name} already holds processes" in result.stderr
+    assert cove_host.cove("run", name, "--", "true").returncode == 0  # the first is unharmed
+    assert not (other / "run" / name).exists()
+    cove_host.cove("stop", name, check=True)

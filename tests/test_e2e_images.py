@@ -76,22 +76,32 @@ def test_a_killed_build_leaves_no_image_and_the_next_one_succeeds(cove_host: Hos
     store = cove_host.root / "images"  # a store of its own: this build must really run
     cove_host.write("", host=f'image-dir = "{store}"\n')
     env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
-    build = subprocess.Popen([*COVE, "image", "build", "debian:bookworm"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".debian") and ".tmp-" in p.name for p in store.glob(".*")):
-        assert time.monotonic() < deadline, "the build never started"
-        time.sleep(0.2)
-    time.sleep(3)  # well into debootstrap
-    build.send_signal(signal.SIGKILL)  # the cove process this test started
-    build.wait()
+    group = cgroups.Group(f"cove-test-{cove_host.tag}")
+
+    def interrupt(how: signal.Signals) -> int:
+        build = subprocess.Popen([*COVE, "image", "build", "debian:bookworm"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not any(".tmp-" in p.name for p in store.glob(".debian*")):
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.2)
+        time.sleep(3)  # well into debootstrap
+        build.send_signal(how)  # the cove process this test started
+        return build.wait()
+
+    # Asked to stop, it undoes the build before it exits: nothing is left at all.
+    assert interrupt(signal.SIGTERM) == 143
+    assert [p.name for p in store.iterdir() if not p.name.endswith(".lock")] == []
+    assert not group.exists(), "its cgroup went with its processes"
+    # Killed, it cannot: the next build cleans up after it.
+    interrupt(signal.SIGKILL)
     assert not [p for p in store.iterdir() if not p.name.startswith(".")], "no half image"
 
     done = cove_host.cove("image", "build", "debian:bookworm", timeout=900, check=True)
     image = done.stdout.split(": ", 1)[1].strip()
     assert (store / image.rsplit("/", 1)[1] / "usr/lib/os-release").exists()
     assert not [p for p in store.glob(".*.tmp-*")], "the killed build's tree is gone"
-    assert not cgroups.Group(f"cove-test-{cove_host.tag}").pids(), "and so are its processes"
+    assert not group.pids(), "and so are its processes"
 
 
 def _seed(store: Path, identity: str, tree: Path, marker: str) -> None:
@@ -171,7 +181,8 @@ def test_a_persistent_container_keeps_its_image_until_rebased_and_gc_spares_used
     assert removed.stdout == f"{first.identity}: removed\n"
     assert not (store / first.identity).exists()
     left = sorted(p.name for p in store.iterdir() if not p.name.endswith(".lock"))
-    assert left == [second.identity]  # no half-removed tree either
+    assert left == [".users", second.identity]  # no half-removed tree either
+    assert [p.name for p in (store / ".users").iterdir()] == [second.identity]
     missing = cove_host.cove("image", "rm", "../etc")
     assert missing.returncode == 1 and "is not an image identity" in missing.stderr
 
@@ -292,3 +303,57 @@ def test_two_concurrent_requests_for_one_image_import_it_once(
     entries = [p.name for p in store.iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and entries[0].startswith("tar-")
     assert not [p for p in store.iterdir() if ".tmp-" in p.name]
+
+
+def test_gc_spares_images_that_containers_of_another_file_use(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    store = cove_host.root / "images"
+    store.mkdir()
+    mirror = "http://deb.debian.org/debian"
+    kept, running, unused = (
+        recipe_of("debian:bookworm", (package,), {"debian": mirror})
+        for package in ("pkg-kept", "pkg-running", "pkg-unused")
+    )
+    assert kept is not None and running is not None and unused is not None
+    for recipe in (kept, running, unused):
+        _seed(store, recipe.identity, busybox_image, recipe.label)
+    persistent, ephemeral = cove_host.name("made"), cove_host.name("live")
+    sleeper = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]'
+    cove_host.write(
+        f"""
+        [containers.{persistent}]
+        image = "debian:bookworm"
+        packages = ["pkg-kept"]
+        {sleeper}
+        [containers.{ephemeral}]
+        image = "debian:bookworm"
+        packages = ["pkg-running"]
+        ephemeral = true
+        {sleeper}
+        """,
+        host=f'image-dir = "{store}"\n',
+    )
+    cove_host.cove("start", persistent, ephemeral, check=True)
+    cove_host.cove("stop", persistent, check=True)
+    # Another file shares the store and declares nothing; it has its own state and runtime.
+    other = cove_host.root / "other"
+    other.mkdir()
+    base = cove_host.config.read_text().split("[containers.")[0]
+    for key in ("state", "run", "log", "etc", "hosts"):
+        base = base.replace(f'"{cove_host.root}/{key}', f'"{other}/{key}')
+    assert f'image-dir = "{store}"' in base
+    (other / "cove.toml").write_text(base)
+    env = {**os.environ, "COVE_CONFIG": str(other / "cove.toml")}
+
+    def other_gc() -> str:
+        return subprocess.run(
+            [*COVE, "image", "gc"], capture_output=True, text=True, env=env, check=True
+        ).stdout
+
+    assert other_gc() == f"{unused.identity}: removed\n"
+    cove_host.cove("destroy", persistent, check=True)
+    assert other_gc() == f"{kept.identity}: removed\n"
+    cove_host.cove("stop", ephemeral, check=True)
+    assert other_gc() == f"{running.identity}: removed\n"
+    assert not [p for p in store.iterdir() if p.name not in (".users",)]

@@ -14,6 +14,7 @@ LINES = [
     "I: Retrieving InRelease",
     "I: Retrieving Packages",
     "W: a warning",
+    "I: Extracting base-files...",
     "I: Extracting libc6...",
     "I: Base system installed successfully.",
 ]
@@ -25,9 +26,8 @@ def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> 
         progress.step(line)
     progress.done()
     assert capsys.readouterr().err.splitlines() == [
-        "cove:   I: Retrieving InRelease",
-        "cove:   I: Retrieving Packages",
-        "cove:   I: Extracting libc6...",
+        "cove:   I: Retrieving InRelease",  # once per phase, not once per package
+        "cove:   I: Extracting base-files...",
         "cove:   I: Base system installed successfully.",
     ]
 
@@ -46,6 +46,6 @@ def test_one_line_rewritten_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
     updates = shown.split("\r\x1b[K")
     assert updates[0] == ""
     assert updates[-1] == ""  # cleared at the end: the next message starts on a clean line
-    assert len(updates) == 6  # four steps and the clearing
+    assert len(updates) == 7  # five steps and the clearing
     assert updates[1].startswith("cove: building debian:bookworm [")
     assert updates[1].endswith("] Retrieving InRelease")

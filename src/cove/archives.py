@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _HINT = (
     "cove imports archives of a plain root filesystem; make one with "
-    "`tar --numeric-owner -C ROOT -caf FILE.tar.zst .`"
+    "`tar --numeric-owner --xattrs -C ROOT --zstd -cf FILE.tar.zst .`"
 )
 
 # Members of these kinds are not unpacked; a hard link to one of them is left out with it.

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -274,28 +275,36 @@ def cmd_show_ip(ctx: Context) -> int:
 
 def cmd_image_build(ctx: Context) -> int:
     from cove import images
-    from cove.recipes import recipe_of
+    from cove.recipes import MIRRORS, PACKAGE, RECIPE, recipe_of
 
     host = ctx.config.host
+    bad = [p for p in ctx.args.package if not PACKAGE.match(p)]
+    if bad:
+        raise UsageError(f"--package: expected a package name such as nginx, got {bad[0]!r}")
     for what in ctx.args.images:
         recipe = recipe_of(what, tuple(ctx.args.package), host.mirrors)
-        if recipe is not None:
-            print(f"{recipe.label}: {images.ensure_recipe(host, recipe)}")
-        elif what.startswith("/"):
-            print(f"{what}: {images.ensure_archive(host, what)}")
-        else:
+        if recipe is None and RECIPE.match(what):
+            raise UsageError(
+                f"{what}: cove builds {', '.join(f'{d}:SUITE' for d in MIRRORS)} only",
+                hint="a root directory or archive is used as an image as it is",
+            )
+        if recipe is None and not what.startswith("/"):
             c = ctx.container(what)
-            path = images.image_of(host, c, make=True)
-            if path is None:
+            recipe = recipe_of(c.image, c.packages, host.mirrors)
+            if recipe is None and not c.archive_image:
                 raise UsageError(
                     f"{what}'s image {c.image!r} is neither a recipe nor an archive: "
                     "nothing to build"
                 )
-            print(f"{c.image}: {path}")
+            what = c.image
+        if recipe is not None:
+            print(f"{recipe.label}: {images.ensure_recipe(host, recipe)}")
+        else:
+            print(f"{what}: {images.ensure_archive(host, what)}")
     return 0
 
 
-def _image_users(ctx: Context) -> dict[str, list[str]]:
+def _image_users(ctx: Context, prune: bool = False) -> dict[str, list[str]]:
     """Real path of an image -> the containers that use it: declared ones, persistent ones
     created from it (declared or not), and running ones (declared or not)."""
     from cove import images
@@ -308,7 +317,12 @@ def _image_users(ctx: Context) -> dict[str, list[str]]:
         lower = [str(image)] if image else root_layout(c, host).lower
         for path in lower[1:] if c.host_image else lower:  # not the container's own layer
             declared.setdefault(os.path.realpath(path), []).append(c.name)
-    return images.merge_users(declared, images.recorded_users(host), images.running_users(host))
+    return images.merge_users(
+        declared,
+        images.recorded_users(host),
+        images.running_users(host),
+        images.claimed_users(host, prune),
+    )
 
 
 def cmd_image_list(ctx: Context) -> int:
@@ -347,6 +361,7 @@ def cmd_image_rm(ctx: Context) -> int:
     users = _image_users(ctx)
     host = ctx.config.host
     for identity in ctx.args.identities:
+        images.check_identity(identity)
         using = users.get(os.path.realpath(images.store(host) / identity), [])
         if using:
             raise CoveError(
@@ -362,7 +377,7 @@ def cmd_image_rm(ctx: Context) -> int:
 def cmd_image_gc(ctx: Context) -> int:
     from cove import images
 
-    removed = images.collect_garbage(ctx.config.host, _image_users(ctx))
+    removed = images.collect_garbage(ctx.config.host, _image_users(ctx, prune=True))
     for identity in removed:
         print(f"{identity}: removed")
     if not removed:
@@ -388,8 +403,10 @@ def cmd_image_rebase(ctx: Context) -> int:
     images.record(host, c.name, wanted)
     if kept == wanted:
         print(f"{c.name}: already on image {wanted}")
+    elif kept is None:
+        print(f"{c.name}: will start from image {wanted}")
     else:
-        print(f"{c.name}: image {kept or '(none)'} -> {wanted}; its changes are kept on top")
+        print(f"{c.name}: image {kept} -> {wanted}; its changes are kept on top")
     return 0
 
 
@@ -658,8 +675,17 @@ def entry() -> NoReturn:
     os._exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised so that what is half made (a build, a start) is undone on the way out."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminated)
     if args.debug:
         from cove import proc
 
@@ -676,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_FAILED if args.verb == "run" else e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 143
     except BrokenPipeError:
         # The reader went away (`cove render | head`): stop quietly, as cat does.
         with contextlib.suppress(OSError):

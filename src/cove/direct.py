@@ -104,6 +104,9 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     try:
         if leftover:
             _reap_orphan(facts, c, runtime, c.timeout_stop_sec)
+        else:
+            _check_cgroup_free(facts, c)
+        _claim_images(facts, r, runtime)
         log_fd = open_log(log_path(facts, c.name))
     except BaseException:
         with contextlib.suppress(OSError):
@@ -145,6 +148,30 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         )
     leader = report.get("leader")
     return True, leader if isinstance(leader, int) else None
+
+
+def _claim_images(facts: HostFacts, r: Render, runtime: RuntimeDir) -> None:
+    """Images in the store this start is made of, so that no file's gc removes them."""
+    store = Path(facts.host.image_store)
+    lowers = [Path(os.path.realpath(p)) for p in r.layout.lower]
+    used = [p.name for p in lowers if p.parent == store and p.name != "host"]
+    if used:
+        from cove import images
+
+        for identity in used:
+            images.claim(facts.host, identity, runtime.path, "running")
+
+
+def _check_cgroup_free(facts: HostFacts, c: Container) -> None:
+    """Our runtime dir was free, yet the cgroup may hold a container of the same name started
+    from another file with the same [host] cgroup: never join (and later kill) it."""
+    group = cgroups.Group(f"{facts.host.cgroup}/{c.name}")
+    if group.exists() and group.pids():
+        raise CoveError(
+            f"cannot start {c.name}: cgroup {group.relative} already holds processes "
+            "(a container of this name started from another file?)",
+            hint="give one of them another name, or another [host] cgroup in one of the files",
+        )
 
 
 def _on_lower(r: Render, lower: Path) -> Render:

@@ -14,11 +14,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cove import cgroups, proc, syscalls
 from cove.errors import CoveError
 from cove.model import Container, HostConfig
 from cove.recipes import Recipe, recipe_of
+
+if TYPE_CHECKING:
+    from cove.runtimedir import RuntimeDir
 from cove.trees import remove_tree
 
 
@@ -26,12 +30,41 @@ def store(host: HostConfig) -> Path:
     return Path(host.image_store)
 
 
+def _lock_path(host: HostConfig, identity: str) -> Path:
+    return store(host) / f".{identity.lstrip('.')}.lock"
+
+
 @contextlib.contextmanager
-def _locked(host: HostConfig, identity: str) -> Iterator[None]:
+def _locked(host: HostConfig, identity: str, waiting: str | None = None) -> Iterator[None]:
+    """The store's lock for one identity. Its file may be removed by whoever holds it (gc,
+    rm), so a lock taken on a file that is no longer the one at the path is taken again."""
     store(host).mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(store(host) / f".{identity}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = _lock_path(host, identity)
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                say(waiting)
+                waiting = None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield
+    finally:
+        os.close(fd)
+
+
+def _forget_lock(host: HostConfig, identity: str) -> None:
+    """Called with the lock held, once nothing of the identity is left in the store."""
+    with contextlib.suppress(FileNotFoundError):
+        _lock_path(host, identity).unlink()
 
 
 def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
@@ -39,15 +72,12 @@ def ensure_recipe(host: HostConfig, recipe: Recipe) -> Path:
     target = store(host) / recipe.identity
     if target.is_dir():
         return target
-    with _locked(host, recipe.identity):
+    waiting = f"waiting for another build of {recipe.label} ({recipe.identity})"
+    with _locked(host, recipe.identity, waiting):
         if target.is_dir():  # built by someone else while we waited
             return target
-        # A build that was killed: we hold its lock now. Its processes live on in its cgroup
-        # (debootstrap's subshells outlive their parent); end them before removing its tree.
-        group = cgroups.Group(f"{host.cgroup}/build-{recipe.identity}")
-        _end(group)
-        for stale in store(host).glob(f".{recipe.identity}.tmp-*"):
-            remove_tree(stale)
+        _remove_interrupted(host, recipe.identity)
+        group = _build_group(host, recipe.identity)
         tmp = store(host) / f".{recipe.identity}.tmp-{os.getpid()}"
         try:
             _build(recipe, tmp, group)
@@ -84,15 +114,14 @@ def ensure_archive(host: HostConfig, archive: str) -> Path:
         state = _file_state(path)
     except OSError as e:
         raise CoveError(f"cannot read image archive {archive}: {e.strerror}") from None
-    identity = _known_identities(host).get(f"{archive}\0{state}")
-    if identity is not None and (store(host) / identity).is_dir():
-        return store(host) / identity
+    known = known_archive_image(host, archive)
+    if known is not None and known.is_dir():
+        return known
     identity = archives.identity(path)
     target = store(host) / identity
-    with _locked(host, identity):
+    with _locked(host, identity, f"waiting for another import of {archive}"):
         if not target.is_dir():
-            for stale in store(host).glob(f".{identity}.tmp-*"):
-                remove_tree(stale)
+            _remove_interrupted(host, identity)
             say(f"importing {archive} as image {identity}")
             scanned = archives.scan(path)
             if _file_state(path) != state:  # hashed one file, scanned another
@@ -100,7 +129,9 @@ def ensure_archive(host: HostConfig, archive: str) -> Path:
             tmp = store(host) / f".{identity}.tmp-{os.getpid()}"
             tmp.mkdir(mode=0o700)
             try:
+                os.chmod(tmp, 0o755)  # the root's mode, unless the archive has a ./ entry
                 archives.unpack(path, tmp, scanned)
+                _check_root(tmp, archive)
                 make_bootable(tmp)
                 os.rename(tmp, target)
             except BaseException:
@@ -108,8 +139,18 @@ def ensure_archive(host: HostConfig, archive: str) -> Path:
                     remove_tree(tmp)
                 raise
             _describe(target).write_text(json.dumps({"label": f"archive {archive}"}) + "\n")
-        _remember_identity(host, f"{archive}\0{state}", identity)
+        _remember_identity(host, archive, state, identity)
     return target
+
+
+def _check_root(tree: Path, source: str) -> None:
+    if not (tree / "usr").is_dir() or (tree / "usr").is_symlink():
+        raise CoveError(
+            f"{source} holds no usr/ directory: it is not a root file system (systemd-nspawn "
+            "refuses a root without one)",
+            hint="archive a whole root: `tar --numeric-owner --xattrs -C ROOT --zstd -cf "
+            "FILE.tar.zst .`",
+        )
 
 
 def _file_state(path: Path) -> str:
@@ -121,12 +162,19 @@ def _identities_file(host: HostConfig) -> Path:
     return store(host) / ".archives.json"
 
 
-def _known_identities(host: HostConfig) -> dict[str, str]:
+def _known_identities(host: HostConfig) -> dict[str, list[str]]:
+    """Archive path -> [file state, identity] of its last import."""
     try:
         data = json.loads(_identities_file(host).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        k: v
+        for k, v in data.items()
+        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+    }
 
 
 def known_archive_image(host: HostConfig, archive: str) -> Path | None:
@@ -135,17 +183,33 @@ def known_archive_image(host: HostConfig, archive: str) -> Path | None:
         state = _file_state(Path(archive))
     except OSError:
         return None
-    identity = _known_identities(host).get(f"{archive}\0{state}")
-    return store(host) / identity if identity else None
+    known = _known_identities(host).get(archive)
+    return store(host) / known[1] if known and known[0] == state else None
 
 
-def _remember_identity(host: HostConfig, key: str, identity: str) -> None:
+def _remember_identity(host: HostConfig, archive: str, state: str, identity: str) -> None:
     from cove.runtimedir import write_atomic
 
-    with _locked(host, ".archives"):
-        known = {k: v for k, v in _known_identities(host).items() if (store(host) / v).is_dir()}
-        known[key] = identity
+    with _locked(host, "archives"):
+        known = _known_identities(host)
+        known[archive] = [state, identity]
+        known = {k: v for k, v in known.items() if (store(host) / v[1]).is_dir()}
         write_atomic(_identities_file(host), json.dumps(known, sort_keys=True) + "\n", 0o644)
+
+
+def _build_group(host: HostConfig, identity: str) -> cgroups.Group:
+    return cgroups.Group(f"{host.cgroup}/build-{identity}")
+
+
+def _remove_interrupted(host: HostConfig, identity: str) -> None:
+    """What a killed build or removal of `identity` left (call with its lock held). A killed
+    build's processes live on in its cgroup (debootstrap's subshells outlive their parent):
+    they are ended before its tree is removed."""
+    _end(_build_group(host, identity))
+    for stale in store(host).glob(f".{identity}.tmp-*"):
+        remove_tree(stale)
+    for stale in store(host).glob(f".{identity}.rm-*"):
+        remove_tree(stale)
 
 
 def _end(group: cgroups.Group) -> None:
@@ -183,9 +247,17 @@ def _build(recipe: Recipe, tmp: Path, group: cgroups.Group) -> None:
         raise CoveError(
             f"building {recipe.label} failed (debootstrap exited {build.returncode}):\n"
             + "\n".join("  " + t for t in tail),
-            hint=f"is {recipe.mirror} reachable? The mirror is set in [host]",
+            hint=_build_hint(recipe, "\n".join(tail)),
         )
     make_bootable(tmp)
+
+
+def _build_hint(recipe: Recipe, output: str) -> str:
+    if "Couldn't find these debs" in output:
+        return f"a package of the recipe does not exist in {recipe.distro} {recipe.suite}"
+    if "No such script" in output:
+        return f"debootstrap knows no {recipe.distro} suite named {recipe.suite!r}"
+    return f"is {recipe.mirror} reachable? The mirror is set in [host]"
 
 
 def _own_cgroup(group: cgroups.Group) -> None:
@@ -197,6 +269,7 @@ def _own_cgroup(group: cgroups.Group) -> None:
 
 def make_bootable(root: Path) -> None:
     """Every container gets its own machine identity and nothing of the build host's."""
+    (root / "etc").mkdir(mode=0o755, exist_ok=True)
     (root / "etc/machine-id").write_text("")
     for leftover in ("var/lib/dbus/machine-id", "etc/hostname"):
         with contextlib.suppress(FileNotFoundError):
@@ -267,6 +340,7 @@ class Progress:
         self.began = time.monotonic()
         self.terminal = sys.stderr.isatty()
         self.shown = False
+        self.phase: str | None = None
 
     def step(self, line: str) -> None:
         if not line.startswith("I: "):
@@ -284,8 +358,11 @@ class Progress:
             sys.stderr.write("\r\x1b[K" + text[:width])
             sys.stderr.flush()
             self.shown = True
-        elif line.startswith(self.MILESTONES):
-            say("  " + line)
+        else:
+            phase = next((m for m in self.MILESTONES if line.startswith(m)), None)
+            if phase is not None and phase != self.phase:  # not one line per package
+                self.phase = phase
+                say("  " + line)
 
     def done(self) -> None:
         if self.shown:
@@ -304,8 +381,12 @@ def _record(host: HostConfig, name: str) -> Path:
 
 def recorded(host: HostConfig, name: str) -> str | None:
     """The store image a persistent container's upper layer was made on, if any."""
+    return _recorded_at(_record(host, name))
+
+
+def _recorded_at(path: Path) -> str | None:
     try:
-        data = json.loads(_record(host, name).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     identity = data.get("identity") if isinstance(data, dict) else None
@@ -316,6 +397,7 @@ def record(host: HostConfig, name: str, identity: str) -> None:
     from cove.runtimedir import write_atomic
 
     path = _record(host, name)
+    claim(host, identity, path, "created-from")  # first: a gc in between must see it
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"identity": identity}) + "\n", mode=0o644)
 
@@ -348,6 +430,66 @@ def pin(host: HostConfig, name: str, wanted: str) -> str:
             f"`cove image rebase {name}` moves it"
         )
     return kept
+
+
+# -- claims: users of an image that other config files (other state and runtime dirs) know of --
+def _claim_file(host: HostConfig, identity: str, holder: Path) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(str(holder).encode()).hexdigest()[:16]
+    return store(host) / ".users" / identity / key
+
+
+def claim(host: HostConfig, identity: str, holder: Path, kind: str) -> None:
+    """Note in the store that `holder` (a container's image record, kind "created-from", or
+    its runtime dir, kind "running") uses the image, for whoever collects garbage in a store
+    shared by several files."""
+    from cove.runtimedir import write_atomic
+
+    path = _claim_file(host, identity, holder)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"kind": kind, "holder": str(holder)}) + "\n", mode=0o644)
+
+
+def claimed_users(host: HostConfig, prune: bool = False) -> dict[str, list[str]]:
+    """Store path -> holders whose claims still hold; with `prune`, the claims that no longer
+    do are removed."""
+    from cove.runtimedir import RuntimeDir
+
+    users: dict[str, list[str]] = {}
+    claims = store(host) / ".users"
+    for directory in sorted(claims.iterdir()) if claims.is_dir() else []:
+        for entry in sorted(directory.iterdir()):
+            try:
+                data = json.loads(entry.read_text())
+                kind, holder = data["kind"], Path(data["holder"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if kind == "running":
+                valid = _runs_on(RuntimeDir.at(holder), store(host) / directory.name)
+                name = holder.name
+            else:
+                valid = _recorded_at(holder) == directory.name
+                name = holder.parent.name
+            if valid:
+                users.setdefault(str(store(host) / directory.name), []).append(name)
+            elif prune:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+    return users
+
+
+def _runs_on(runtime: RuntimeDir, image: Path) -> bool:
+    """Whether the container of `runtime` (of any file) is up on `image`: a runtime dir is
+    reused by the container's next start, which may be on another image."""
+    from cove.runtimedir import Liveness
+
+    if runtime.liveness() is Liveness.ABSENT:
+        return False
+    lower = runtime.read_status().get("lower")
+    if not isinstance(lower, list):
+        return True  # still starting: its status does not say yet
+    return str(image) in (os.path.realpath(str(p)) for p in lower)
 
 
 def recorded_users(host: HostConfig) -> dict[str, list[str]]:
@@ -386,11 +528,15 @@ def merge_users(*maps: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 # -- removal ------------------------------------------------------------------------------------
+def check_identity(identity: str) -> None:
+    if "/" in identity or identity.startswith(".") or identity in ("", "host"):
+        raise CoveError(f"{identity!r} is not an image identity", hint="`cove image list`")
+
+
 def remove(host: HostConfig, identity: str) -> None:
     """Take an image out of the store: renamed away at once under its lock (so nobody starts
     from a half-removed tree), then deleted."""
-    if "/" in identity or identity.startswith(".") or identity in ("", "host"):
-        raise CoveError(f"{identity!r} is not an image identity", hint="`cove image list`")
+    check_identity(identity)
     target = store(host) / identity
     if not target.is_dir() or target.is_symlink():
         raise CoveError(f"no image {identity} in {store(host)}", hint="`cove image list`")
@@ -400,7 +546,8 @@ def remove(host: HostConfig, identity: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             _describe(target).unlink()
         remove_tree(doomed)
-    # The lock file stays: someone may be waiting on it, and a new one would not exclude them.
+        remove_tree(store(host) / ".users" / identity)
+        _forget_lock(host, identity)
 
 
 def collect_garbage(host: HostConfig, in_use: dict[str, list[str]]) -> list[str]:
@@ -409,10 +556,13 @@ def collect_garbage(host: HostConfig, in_use: dict[str, list[str]]) -> list[str]
     current_host = os.path.realpath(host.host_base)
     removed = []
     for entry in sorted(store(host).iterdir()) if store(host).is_dir() else []:
-        leftover = re.fullmatch(r"\.(.+)\.(tmp|rm)-\d+", entry.name)
-        if leftover:
-            with _locked(host, leftover[1]):  # not while its build is still going
-                remove_tree(entry)
+        leftover = re.fullmatch(r"\.(.+)\.(?:tmp|rm)-\d+|\.(.+)\.lock", entry.name)
+        identity = leftover and (leftover[1] or leftover[2])
+        if identity and identity != "archives":
+            with _locked(host, identity):  # not while its build is still going
+                _remove_interrupted(host, identity)
+                if not (store(host) / identity).exists():
+                    _forget_lock(host, identity)
             continue
         if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
             continue

@@ -32,6 +32,13 @@ class RuntimeDir:
     def __init__(self, host: HostConfig, name: str) -> None:
         self.path = Path(host.runtime_dir, name)
 
+    @classmethod
+    def at(cls, path: Path) -> RuntimeDir:
+        """The runtime dir at `path`, whichever file's [host] it belongs to."""
+        runtime = cls.__new__(cls)
+        runtime.path = path
+        return runtime
+
     @property
     def notify(self) -> Path:
         return self.path / "notify"

@@ -57,18 +57,19 @@ class Context:
 
         return render(self.container(name), self.facts())
 
-    def direct_facts(self) -> HostFacts:
-        """Facts for verbs that act on the host; only the direct backend runs here so far."""
+    def backend(self) -> tuple[Any, HostFacts]:
+        """The runtime of this host's backend (the modules `direct` and `systemd` offer the
+        same functions), and the host's facts."""
         from cove.model import Backend
 
         facts = self.facts()
-        if facts.backend is not Backend.DIRECT:
-            raise CoveError(
-                "not supported yet: backend systemd (cove@NAME.service units are rendered "
-                "but not yet installed)",
-                hint='set backend = "direct" in the [host] table of ' + self.config.path,
-            )
-        return facts
+        if facts.backend is Backend.SYSTEMD:
+            from cove import systemd
+
+            return systemd, facts
+        from cove import direct
+
+        return direct, facts
 
 
 def _print_json(data: dict[str, Any]) -> None:
@@ -95,13 +96,11 @@ def sync_names(ctx: Context) -> None:
 
 
 def cmd_start(ctx: Context) -> int:
-    from cove import direct
-
-    facts = ctx.direct_facts()
+    runtime, facts = ctx.backend()
     sync_names(ctx)
     renders = [ctx.render(n) for n in ctx.args.names]
     for r in renders:
-        started, leader = direct.start(r, facts)
+        started, leader = runtime.start(r, facts)
         name = r.container.name
         if started:
             print(f"{name}: started (leader PID {leader})")
@@ -111,12 +110,10 @@ def cmd_start(ctx: Context) -> int:
 
 
 def _stop(ctx: Context, terminate: bool) -> int:
-    from cove import direct
-
-    facts = ctx.direct_facts()
+    runtime, facts = ctx.backend()
     sync_names(ctx)
     for name in ctx.args.names:
-        stopped = direct.stop(facts, ctx.container(name), terminate=terminate)
+        stopped = runtime.stop(facts, ctx.container(name), terminate=terminate)
         print(f"{name}: {'stopped' if stopped else 'not running'}")
     return 0
 
@@ -130,15 +127,13 @@ def cmd_terminate(ctx: Context) -> int:
 
 
 def cmd_restart(ctx: Context) -> int:
-    from cove import direct
-
-    facts = ctx.direct_facts()
+    runtime, facts = ctx.backend()
     sync_names(ctx)
     for name in ctx.args.names:
         r = ctx.render(name)
-        direct.check_start(r)
-        direct.stop(facts, r.container)
-        _, leader = direct.start(r, facts)
+        runtime.check_start(r)
+        runtime.stop(facts, r.container)
+        _, leader = runtime.start(r, facts)
         print(f"{name}: restarted (leader PID {leader})")
     return 0
 
@@ -146,11 +141,11 @@ def cmd_restart(ctx: Context) -> int:
 def _describe(ctx: Context, name: str) -> dict[str, Any]:
     import time
 
-    from cove import direct
     from cove.netnames import host_link
 
     c = ctx.container(name)
-    observed = direct.observe(ctx.facts(), name)
+    runtime, facts = ctx.backend()
+    observed = runtime.observe(facts, name)
     started = observed.status.get("started_at")
     up = observed.state == "up" and isinstance(started, (int, float))
     return {
@@ -224,30 +219,27 @@ def _guest_env(c: Container, extra: dict[str, str]) -> dict[str, str]:
 
 
 def cmd_run(ctx: Context) -> int:
-    from cove import direct
-
     command = list(ctx.args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise UsageError("cove run NAME -- COMMAND [ARG…]: no command given")
     c = ctx.container(ctx.args.name)
-    direct.exec_in(ctx.direct_facts(), c.name, command, _guest_env(c, {}))
+    runtime, facts = ctx.backend()
+    runtime.exec_in(facts, c.name, command, _guest_env(c, {}))
     return EXIT_FAILED  # not reached: exec_in replaces this process
 
 
 def cmd_root_login(ctx: Context) -> int:
-    from cove import direct
-
     if os.geteuid() != 0:
         raise NotRunning("root-login gives a root shell in the container: run it as root")
     c = ctx.container(ctx.args.name)
-    facts = ctx.direct_facts()
-    observed = direct.require_up(facts, c.name)
+    runtime, facts = ctx.backend()
+    observed = runtime.require_up(facts, c.name)
     assert observed.leader is not None
-    shell = direct.root_shell(observed.leader)
+    shell = runtime.root_shell(observed.leader)
     env = _guest_env(c, {"USER": "root", "LOGNAME": "root", "SHELL": shell})
-    direct.exec_in(facts, c.name, [shell, "-l"], env)
+    runtime.exec_in(facts, c.name, [shell, "-l"], env)
     return EXIT_FAILED
 
 
@@ -387,11 +379,12 @@ def cmd_image_gc(ctx: Context) -> int:
 
 def cmd_image_rebase(ctx: Context) -> int:
     """Move a stopped persistent container to the image its file now names."""
-    from cove import direct, images
+    from cove import images
 
     c = ctx.container(ctx.args.name)
     host = ctx.config.host
-    if direct.observe(ctx.direct_facts(), c.name).state != "down":
+    runtime, facts = ctx.backend()
+    if runtime.observe(facts, c.name).state != "down":
         raise CoveError(f"{c.name} is running", hint=f"stop it first: cove stop {c.name}")
     image = None if c.ephemeral else images.image_of(host, c, make=True)
     if image is None:
@@ -411,11 +404,9 @@ def cmd_image_rebase(ctx: Context) -> int:
 
 
 def cmd_destroy(ctx: Context) -> int:
-    from cove import direct
-
-    facts = ctx.direct_facts()
+    runtime, facts = ctx.backend()
     for name in ctx.args.names:
-        removed = direct.destroy(facts, ctx.container(name))
+        removed = runtime.destroy(facts, ctx.container(name))
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
     return 0
 
@@ -473,18 +464,12 @@ def cmd_exec(ctx: Context) -> int:
 
 def cmd_hook(ctx: Context) -> int:
     """Internal: the systemd unit's pre-start and post-stop steps."""
-    from cove import rootfs
-    from cove.runtimedir import RuntimeDir
-    from cove.trees import remove_tree
+    from cove import systemd
 
     if ctx.args.step == "pre-start":
-        r = ctx.render(ctx.args.name)
-        from cove import direct
-
-        direct.check_start(r)
-        rootfs.prepare(r.layout, ctx.args.name)
+        systemd.pre_start(ctx.render(ctx.args.name), ctx.facts())
     else:
-        remove_tree(RuntimeDir(ctx.config.host, ctx.args.name).path)
+        systemd.post_stop(ctx.container(ctx.args.name), ctx.facts())
     return 0
 
 

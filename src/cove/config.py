@@ -19,8 +19,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def config_path(option: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
-    """`--config` wins over `COVE_CONFIG`, which wins over the host file."""
-    return option or environ.get("COVE_CONFIG") or DEFAULT_CONFIG
+    """`--config` wins over `COVE_CONFIG`, which wins over the host file. Absolute: units and
+    the hosts file name the file, and must find it from anywhere."""
+    return os.path.abspath(option or environ.get("COVE_CONFIG") or DEFAULT_CONFIG)
 
 
 def load_config(path: str) -> Config:

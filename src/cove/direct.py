@@ -84,18 +84,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
 
     check_start(r)
     c = r.container
-    if recipe_of(c.image, c.packages, facts.host.mirrors) is not None or c.archive_image:
-        from cove import images
-
-        # Before the start timeout runs: builds and imports are slow.
-        image = images.image_of(facts.host, c, make=True)
-        assert image is not None
-        if not (image / "usr").is_dir():
-            raise CoveError(
-                f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
-                "systemd-nspawn refuses a root without one"
-            )
-        r = _pinned(_on_lower(r, image), facts)
+    r = prepare_images(r, facts)
     runtime = RuntimeDir(facts.host, c.name)
     try:
         lock_fd, leftover = runtime.claim()
@@ -174,6 +163,24 @@ def _check_cgroup_free(facts: HostFacts, c: Container) -> None:
         )
 
 
+def prepare_images(r: Render, facts: HostFacts) -> Render:
+    """Build or import the container's store image (before any start timeout runs: that is
+    slow), and point the root at the image a persistent container keeps."""
+    c = r.container
+    if recipe_of(c.image, c.packages, facts.host.mirrors) is None and not c.archive_image:
+        return r
+    from cove import images
+
+    image = images.image_of(facts.host, c, make=True)
+    assert image is not None
+    if not (image / "usr").is_dir():
+        raise CoveError(
+            f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
+            "systemd-nspawn refuses a root without one"
+        )
+    return _pinned(_on_lower(r, image), facts)
+
+
 def _on_lower(r: Render, lower: Path) -> Render:
     from dataclasses import replace
 
@@ -195,6 +202,12 @@ def destroy(facts: HostFacts, c: Container) -> list[str]:
     """Stop the container and remove its state and logs; returns what was removed. A file
     system mounted anywhere in them stops it before anything is removed."""
     stop(facts, c)
+    return remove_state(facts, c)
+
+
+def remove_state(facts: HostFacts, c: Container) -> list[str]:
+    """A stopped container's state and logs; a file system mounted anywhere in them stops it
+    before anything is removed."""
     host = facts.host
     removed = []
     for path in (Path(host.container_state(c.name)), Path(host.container_log(c.name))):

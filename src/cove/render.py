@@ -208,6 +208,8 @@ def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
         "--",
         *nspawn_argv(c, layout, facts, Backend.SYSTEMD),
     ]
+    # The hooks read the file the unit came from, wherever it is.
+    config = [f"--config={c.source}"] if c.source else []
     mounts = [] if c.ephemeral else [str(host.container_state(c.name))]
     mounts += [m.host_path for m in c.bind_mounts]
     unit = [
@@ -222,9 +224,9 @@ def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
         ("Type", "notify"),
         ("NotifyAccess", "all"),
         *(("Environment", quote_setting(f"{k}={v}")) for k, v in NSPAWN_ENV),
-        ("ExecStartPre", exec_line([cove, "__hook", "pre-start", c.name])),
+        ("ExecStartPre", exec_line([cove, *config, "__hook", "pre-start", c.name])),
         ("ExecStart", exec_line(execute)),
-        ("ExecStopPost", exec_line([cove, "__hook", "post-stop", c.name])),
+        ("ExecStopPost", exec_line([cove, *config, "__hook", "post-stop", c.name])),
         ("KillMode", "mixed"),
         ("Delegate", "yes"),
         ("Slice", "machine.slice"),

@@ -59,7 +59,11 @@ def wheel(cache: Path) -> Path:
             check=True, capture_output=True,
         )  # fmt: skip
 
-    return build_once(target, build)
+    built = build_once(target, build)
+    for old in target.parent.glob("cove-*"):  # wheels of earlier sources
+        if old != target and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+    return built
 
 
 def _source_key() -> str:
@@ -67,13 +71,15 @@ def _source_key() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted((REPO / "src").rglob("*.py")) + [REPO / "pyproject.toml"]:
+    for path in [*sorted((REPO / "src").rglob("*.py")), REPO / "pyproject.toml"]:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 class TestHost:
     """One booted test host. `run` executes a command inside it, in all its namespaces."""
+
+    __test__ = False  # a helper, not a pytest test class
 
     def __init__(self, tag: str, root: Path, wheels: Path, binds: dict[str, Path]) -> None:
         self.tag = tag

@@ -214,7 +214,6 @@ def unit_file(c: Container, layout: RootLayout, facts: HostFacts) -> str:
     mounts += [m.host_path for m in c.bind_mounts]
     unit = [
         ("Description", plain(f"cove container {c.name}")),
-        ("Documentation", "man:cove(1)"),
         ("PartOf", "machines.target"),
         ("Before", "machines.target"),
         ("After", "network.target"),

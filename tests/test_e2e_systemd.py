@@ -1,0 +1,240 @@
+"""The systemd backend for real, inside a test host whose PID 1 is systemd (DESIGN §9)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import CACHE
+from tests.images import busybox_tree
+from tests.testhost import TestHost, tree, wheel
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = "/etc/cove/cove.toml"
+BUSYBOX = "/srv/images/busybox"
+
+
+@pytest.fixture(scope="module")
+def th() -> Iterator[TestHost]:
+    host = TestHost(secrets.token_hex(3), tree(CACHE), wheel(CACHE), {BUSYBOX: busybox_tree(CACHE)})
+    try:
+        host.boot()
+        yield host
+    finally:
+        host.stop()
+
+
+def declare(th: TestHost, containers: str) -> None:
+    th.write(CONFIG, textwrap.dedent(containers))
+
+
+def cove(th: TestHost, *args: str, check: bool = False, timeout: float = 120) -> str:
+    result = th.run(["cove", *args], check=check, timeout=timeout)
+    return result.stdout + result.stderr
+
+
+def leftovers(th: TestHost, name: str) -> list[str]:
+    """What a stopped container must not leave: runtime dir, mounts, machine, cgroup."""
+    found = []
+    if th.run(["test", "-e", f"/run/cove/{name}"]).returncode == 0:
+        found.append(f"/run/cove/{name}")
+    mounts = th.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.splitlines()
+    found += [m for m in mounts if f"/cove/{name}" in m]
+    if th.run(["machinectl", "show", name]).returncode == 0:
+        found.append(f"machine {name}")
+    cgroup = f"/sys/fs/cgroup/machine.slice/cove@{name}.service"
+    if th.run(["test", "-e", cgroup]).returncode == 0:
+        found.append(cgroup)
+    return found
+
+
+def test_a_booted_container_runs_as_a_registered_notify_unit(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.web]
+        ephemeral = true
+        """,
+    )
+    assert cove(th, "start", "web", check=True).startswith("web: started (leader PID ")
+    assert th.run(["systemctl", "is-active", "cove@web.service"]).stdout == "active\n"
+    machines = th.run(["machinectl", "list", "--no-legend"]).stdout
+    assert machines.split()[0] == "web"
+    running = th.run(["cove", "run", "web", "--", "systemctl", "is-system-running"])
+    assert running.stdout == "running\n", th.run(["journalctl", "-u", "cove@web"]).stdout[-3000:]
+    status = json.loads(cove(th, "status", "web", "--json", check=True))
+    assert status["state"] == "up" and isinstance(status["leader"], int)
+    shell = th.run(["machinectl", "shell", "web", "/bin/sh", "-c", "echo inside"])
+    assert "inside" in shell.stdout
+
+    verify = th.run(["systemd-analyze", "verify", "/etc/systemd/system/cove@web.service"])
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
+
+    assert cove(th, "stop", "web", check=True) == "web: stopped\n"
+    assert th.run(["systemctl", "is-active", "cove@web.service"]).stdout == "inactive\n"
+    assert leftovers(th, "web") == []
+    assert cove(th, "status", "web", check=True) == "down\n"
+
+
+def test_the_unit_is_rewritten_and_reloaded_only_when_it_changed(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.box]
+        image = "/srv/images/busybox"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """,
+    )
+    unit = "/etc/systemd/system/cove@box.service"
+
+    def inode() -> str:
+        return th.run(["stat", "-c", "%i %Y", unit], check=True).stdout
+
+    cove(th, "start", "box", check=True)
+    first = inode()
+    cove(th, "restart", "box", check=True)
+    assert inode() == first, "same text: not rewritten"
+    declare(
+        th,
+        """
+        [containers.box]
+        image = "/srv/images/busybox"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        timeout-stop-sec = 7
+        """,
+    )
+    cove(th, "restart", "box", check=True)
+    assert inode() != first
+    assert "TimeoutStopSec=7s" in th.run(["cat", unit]).stdout
+    reload = th.run(["systemctl", "show", "cove@box.service", "--property=NeedDaemonReload"])
+    assert reload.stdout == "NeedDaemonReload=no\n"
+    cove(th, "stop", "box", check=True)
+    assert leftovers(th, "box") == []
+
+
+def test_run_passes_exit_code_and_output_and_a_persistent_root_persists(th: TestHost) -> None:
+    declare(
+        th,
+        f"""
+        [containers.cmd]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """,
+    )
+    cove(th, "start", "cmd", check=True)
+    result = th.run(["cove", "run", "cmd", "--", "sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (result.returncode, result.stdout, result.stderr) == (7, "out\n", "err\n")
+    piped = th.run(["cove", "run", "cmd", "--", "tr", "a-z", "A-Z"], input="hello\n")
+    assert piped.stdout == "HELLO\n"
+    th.run(["cove", "run", "cmd", "--", "sh", "-c", "echo kept > /root/file"], check=True)
+    cove(th, "restart", "cmd", check=True)
+    assert th.run(["cove", "run", "cmd", "--", "cat", "/root/file"]).stdout == "kept\n"
+    cove(th, "stop", "cmd", check=True)
+    assert th.run(["cove", "run", "cmd", "--", "true"]).returncode == 125
+
+
+def test_twenty_restarts_in_a_row_all_succeed(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.again]
+        ephemeral = true
+        """,
+    )
+    cove(th, "start", "again", check=True)
+    for i in range(20):
+        result = th.run(["cove", "restart", "again"])
+        assert result.returncode == 0, f"restart {i}: {result.stderr}"
+        assert "already exists" not in result.stderr
+    assert th.run(["cove", "run", "again", "--", "systemctl", "is-system-running"]).stdout in (
+        "running\n",
+        "starting\n",
+    )
+    cove(th, "stop", "again", check=True)
+    assert leftovers(th, "again") == []
+
+
+def test_a_command_ignoring_sigterm_is_gone_after_the_stop_timeout(th: TestHost) -> None:
+    declare(
+        th,
+        f"""
+        [containers.stubborn]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]
+        timeout-stop-sec = 2
+        """,
+    )
+    cove(th, "start", "stubborn", check=True)
+    stopped = th.run(["cove", "stop", "stubborn"], timeout=30)
+    assert stopped.returncode == 0, stopped.stderr
+    assert leftovers(th, "stubborn") == []
+    assert cove(th, "status", "stubborn", check=True) == "down\n"
+
+
+def test_an_ephemeral_guest_rebooting_itself_comes_back_empty(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.phoenix]
+        ephemeral = true
+        """,
+    )
+    cove(th, "start", "phoenix", check=True)
+    th.run(["cove", "run", "phoenix", "--", "sh", "-c", "echo x > /root/mark"], check=True)
+    before = json.loads(cove(th, "status", "phoenix", "--json", check=True))["leader"]
+    th.run(["cove", "run", "phoenix", "--", "systemctl", "reboot"])
+    # Back when machined has a new leader and the guest is up again.
+    state = th.wait_until(
+        ["sh", "-c", "cove run phoenix -- test -e /root/mark; echo $?"], "1\n", timeout=60
+    )
+    assert state == "1\n", th.run(["journalctl", "-u", "cove@phoenix", "-n", "40"]).stdout
+    assert th.run(["systemctl", "is-active", "cove@phoenix.service"]).stdout == "active\n"
+    after = json.loads(cove(th, "status", "phoenix", "--json", check=True))["leader"]
+    assert after != before  # a new boot of the same unit
+    cove(th, "stop", "phoenix", check=True)
+    assert leftovers(th, "phoenix") == []
+
+
+def test_a_failed_start_shows_the_guest_output_and_leaves_nothing(th: TestHost) -> None:
+    declare(
+        th,
+        f"""
+        [containers.broken]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "echo about to fail; exit 3"]
+        """,
+    )
+    result = th.run(["cove", "start", "broken"])
+    # A command container is ready once its command started: the failure comes after.
+    if result.returncode == 0:
+        th.wait_until(["systemctl", "is-active", "cove@broken.service"], "failed\n")
+        assert "about to fail" in th.run(["journalctl", "-u", "cove@broken"]).stdout
+    else:
+        assert "about to fail" in result.stderr
+    cove(th, "stop", "broken")
+    assert leftovers(th, "broken") == []
+
+
+def test_destroy_removes_the_unit_too(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.gone]
+        ephemeral = true
+        """,
+    )
+    cove(th, "start", "gone", check=True)
+    cove(th, "destroy", "gone", check=True)
+    assert th.run(["test", "-e", "/etc/systemd/system/cove@gone.service"]).returncode == 1
+    assert leftovers(th, "gone") == []
+    assert th.run(["test", "-e", "/var/lib/cove/containers/gone"]).returncode == 1

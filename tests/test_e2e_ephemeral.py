@@ -80,3 +80,49 @@ def test_a_guest_reboot_starts_again_from_an_empty_root(
     assert status["state"] == "up"
     assert "guest asked for a reboot; starting it again" in cove_host.log(name)
     cove_host.cove("stop", name, check=True)
+
+
+def test_a_crashing_command_is_started_again_five_times_in_ten_seconds_at_most(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    shared = cove_host.root / "shared"
+    shared.mkdir()
+    name = cove_host.name("crash")
+    cove_host.write(
+        app(
+            cove_host,
+            "crash",
+            busybox_image,
+            extra=f"""
+            [containers.{name}.bind-mounts."/shared"]
+            host-path = "{shared}"
+            is-read-only = false
+            """,
+            command=json.dumps(["/bin/sh", "-c", "echo run >> /shared/runs; sleep 0.2; exit 1"]),
+        )
+    )
+    cove_host.cove("start", name, check=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and cove_host.cove("status", name).stdout != "down\n":
+        time.sleep(0.1)
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert (shared / "runs").read_text() == "run\n" * 5  # as systemd's default start limit
+    log = cove_host.log(name)
+    assert log.count("container exited with status 1; starting it again") == 4
+    assert "started 5 times within 10s, giving up" in log
+
+
+def test_a_clean_exit_and_a_user_stop_are_never_restarted(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name, other = cove_host.name("done"), cove_host.name("asked")
+    cove_host.write(
+        app(cove_host, "done", busybox_image, command='["/bin/sh", "-c", "sleep 0.3"]')
+        + app(cove_host, "asked", busybox_image, extra="timeout-stop-sec = 1")
+    )
+    cove_host.cove("start", name, other, check=True)
+    cove_host.cove("terminate", other, check=True)
+    time.sleep(1.5)
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert cove_host.cove("status", other).stdout == "down\n"
+    assert "starting it again" not in cove_host.log(name) + cove_host.log(other)

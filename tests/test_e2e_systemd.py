@@ -238,3 +238,69 @@ def test_destroy_removes_the_unit_too(th: TestHost) -> None:
     assert th.run(["test", "-e", "/etc/systemd/system/cove@gone.service"]).returncode == 1
     assert leftovers(th, "gone") == []
     assert th.run(["test", "-e", "/var/lib/cove/containers/gone"]).returncode == 1
+
+
+def test_a_crashing_command_is_restarted_by_systemd_within_its_start_limit(
+    th: TestHost,
+) -> None:
+    th.run(["mkdir", "-p", "/srv/shared-crash"], check=True)
+    declare(
+        th,
+        f"""
+        [containers.crash]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "echo run >> /shared/runs; sleep 0.2; exit 1"]
+        [containers.crash.bind-mounts."/shared"]
+        host-path = "/srv/shared-crash"
+        is-read-only = false
+        """,
+    )
+    th.run(["cove", "start", "crash"])
+    state = th.wait_until(["systemctl", "is-active", "cove@crash.service"], "failed\n", 30)
+    assert state == "failed\n"
+    assert th.run(["cat", "/srv/shared-crash/runs"]).stdout == "run\n" * 5
+    assert cove(th, "status", "crash") == "failed\n"
+    cove(th, "stop", "crash")  # clears the failed state
+    assert cove(th, "status", "crash") == "down\n"
+    assert leftovers(th, "crash") == []
+
+
+def test_a_guest_powering_off_stays_stopped_and_terminate_kills_at_once(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.quiet]
+        ephemeral = true
+        [containers.killed]
+        ephemeral = true
+        timeout-stop-sec = 60
+        """,
+    )
+    cove(th, "start", "quiet", "killed", check=True)
+    th.run(["cove", "run", "quiet", "--", "systemctl", "poweroff"])
+    state = th.wait_until(["systemctl", "is-active", "cove@quiet.service"], "inactive\n", 30)
+    assert state == "inactive\n"
+    assert leftovers(th, "quiet") == []
+    terminated = th.run(["cove", "terminate", "killed"], timeout=20)
+    assert terminated.stdout == "killed: stopped\n", terminated.stderr
+    assert th.run(["systemctl", "is-active", "cove@killed.service"]).stdout == "inactive\n"
+    assert leftovers(th, "killed") == []
+
+
+def test_a_persistent_booted_guest_links_its_journal(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.journaled]
+        """,
+    )
+    cove(th, "start", "journaled", check=True)
+    th.run(["cove", "run", "journaled", "--", "logger", "-t", "probe", "hello-from-inside"])
+    found = th.wait_until(
+        ["sh", "-c", "journalctl -M journaled -t probe -o cat --no-pager | tail -1"],
+        "hello-from-inside\n",
+    )
+    assert found == "hello-from-inside\n"
+    cove(th, "destroy", "journaled", check=True)
+    assert leftovers(th, "journaled") == []

@@ -29,8 +29,19 @@ from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers
 from cove.trees import remove_tree
 
 REBOOT_EXIT = 133
+# What the systemd backend's unit does (Restart=on-failure with systemd's defaults), imitated.
+RESTART_SEC = 0.1
+START_LIMIT_INTERVAL = 10.0
+START_LIMIT_BURST = 5
 LOG_TAIL = 20
 IDLE_TICK = 1.0
+
+
+def may_restart(starts: deque[float], now: float) -> bool:
+    """Start again after a failure unless that makes more than START_LIMIT_BURST starts within
+    START_LIMIT_INTERVAL (systemd's start rate limit; `starts` includes this one)."""
+    recent = [t for t in starts if now - t < START_LIMIT_INTERVAL]
+    return len(recent) <= START_LIMIT_BURST
 
 
 def log_path(facts: HostFacts, name: str) -> Path:
@@ -81,6 +92,8 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline: float | None = None
         self.boots = 0
+        self.was_ready = False
+        self.starts: deque[float] = deque(maxlen=START_LIMIT_BURST + 1)
         self.started_at = time.time()
         self.recent: deque[str] = deque(maxlen=LOG_TAIL)
         self.joined: Callable[[], None] = lambda: None
@@ -111,12 +124,25 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
         try:
             net.setup(self.c, self.runtime.net_record, self.facts.host.nat_interface)
+            self.starts.append(time.monotonic())
             while True:
                 status = self._boot_once()
-                if status == REBOOT_EXIT and not self.stopping and self.ready:
+                if self.stopping or not self.was_ready:
+                    break
+                if status == REBOOT_EXIT:
                     self._say("guest asked for a reboot; starting it again")
                     continue
-                break
+                if status == 0:
+                    break
+                self.starts.append(time.monotonic())
+                if not may_restart(self.starts, time.monotonic()):
+                    self._say(
+                        f"container exited with status {status}; started {START_LIMIT_BURST} "
+                        f"times within {START_LIMIT_INTERVAL:g}s, giving up"
+                    )
+                    break
+                self._say(f"container exited with status {status}; starting it again")
+                time.sleep(RESTART_SEC)
             self._say(f"container exited with status {status}")
         except CoveError as e:
             self._fail(e.message)
@@ -322,6 +348,7 @@ class Supervisor:
         self.report_fd = None
 
     def _succeed(self) -> None:
+        self.was_ready = True
         self._report({"ok": True, "leader": self.leader})
 
     def _fail(self, reason: str) -> None:

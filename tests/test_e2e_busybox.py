@@ -379,3 +379,30 @@ def test_same_name_from_another_file_with_the_same_cgroup_is_refused(
     assert cove_host.cove("run", name, "--", "true").returncode == 0  # the first is unharmed
     assert not (other / "run" / name).exists()
     cove_host.cove("stop", name, check=True)
+
+
+def test_logs_outlive_an_ephemeral_container_and_follow_a_running_one(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("talk")
+    script = "for i in 1 2 3; do echo line-$i; done; while :; do sleep 0.2; echo tick; done"
+    cove_host.write(app(cove_host, "talk", busybox_image, extra="ephemeral = true",
+                        command=json.dumps(["/bin/sh", "-c", script])))  # fmt: skip
+    cove_host.cove("start", name, check=True)
+    env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
+    follow = subprocess.Popen([*COVE, "logs", name, "-f"], env=env, stdout=subprocess.PIPE)
+    try:
+        assert follow.stdout is not None
+        seen = b""
+        while seen.count(b"tick") < 3:
+            seen += follow.stdout.read1(4096)
+        assert b"line-1\nline-2\nline-3\n" in seen
+    finally:
+        follow.terminate()  # the cove logs this test started
+        follow.wait()
+    cove_host.cove("stop", name, check=True)
+    after = cove_host.cove("logs", name, check=True).stdout
+    assert "line-2\n" in after and "tick" in after  # kept after an ephemeral container stopped
+    last = cove_host.cove("logs", name, "-n", "1", check=True).stdout
+    assert last.count("\n") == 1
+    assert cove_host.cove("logs", name, "-n", "-2").returncode == 2

@@ -304,3 +304,23 @@ def test_a_persistent_booted_guest_links_its_journal(th: TestHost) -> None:
     assert found == "hello-from-inside\n"
     cove(th, "destroy", "journaled", check=True)
     assert leftovers(th, "journaled") == []
+
+
+def test_logs_of_an_ephemeral_container_are_kept_in_the_journal(th: TestHost) -> None:
+    declare(
+        th,
+        f"""
+        [containers.chatty]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        command = ["/bin/sh", "-c", "echo said-one; echo said-two; exec sleep 1000"]
+        """,
+    )
+    cove(th, "start", "chatty", check=True)
+    th.wait_until(["sh", "-c", "cove logs chatty | grep -c said-"], "2\n")
+    cove(th, "stop", "chatty", check=True)
+    logs = th.run(["cove", "logs", "chatty"], check=True).stdout
+    assert "said-one\nsaid-two\n" in logs
+    last = th.run(["cove", "logs", "chatty", "-n", "1"], check=True).stdout
+    assert last.count("\n") == 1

@@ -403,6 +403,15 @@ def cmd_image_rebase(ctx: Context) -> int:
     return 0
 
 
+def cmd_logs(ctx: Context) -> int:
+    if ctx.args.lines is not None and ctx.args.lines < 0:
+        raise UsageError(f"-n: expected a number of lines, got {ctx.args.lines}")
+    c = ctx.container(ctx.args.name)
+    runtime, facts = ctx.backend()
+    code: int = runtime.logs(facts, c.name, ctx.args.lines, ctx.args.follow)
+    return code
+
+
 def cmd_destroy(ctx: Context) -> int:
     runtime, facts = ctx.backend()
     for name in ctx.args.names:
@@ -568,6 +577,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p = verb("logs", cmd_logs, "print a container's console log (kept after it stopped)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("-f", "--follow", action="store_true", help="then print what follows")
     p = verb("root-login", cmd_root_login, "open a root shell in a running container")
     p.add_argument("name", metavar="NAME")
     p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")

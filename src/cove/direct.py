@@ -293,6 +293,13 @@ def _reap_orphan(facts: HostFacts, c: Container, runtime: RuntimeDir, grace: flo
         remove_tree(entry)
 
 
+def logs(facts: HostFacts, name: str, lines: int | None, follow: bool) -> int:
+    from cove.consolelog import show
+    from cove.supervisor import log_path
+
+    return show(log_path(facts, name), lines, follow)
+
+
 def enter_argv(leader: int, command: list[str]) -> list[str]:
     return [NSENTER, f"--target={leader}", "--all", "--wd", "--", *command]
 

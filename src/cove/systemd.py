@@ -119,6 +119,21 @@ def stop(facts: HostFacts, c: Container, terminate: bool = False) -> bool:
     return True
 
 
+def logs(facts: HostFacts, name: str, lines: int | None, follow: bool) -> int:
+    """The unit's journal: nspawn's console, kept by journald after the container stopped
+    (ephemeral ones included) for as long as the host's journal keeps it."""
+    argv = ["journalctl", f"--unit={unit_name(name)}", "--no-pager", "--output=cat"]
+    if lines is not None:
+        argv.append(f"--lines={lines}")
+    if follow:
+        argv.append("--follow")
+    journalctl = proc.find_program("journalctl")
+    if journalctl is None:
+        raise CoveError("journalctl is not installed")
+    proc.execve([journalctl, *argv[1:]], proc.clean_env())
+    return 1  # not reached
+
+
 def require_up(facts: HostFacts, name: str) -> Observed:
     observed = observe(facts, name)
     leader = observed.leader

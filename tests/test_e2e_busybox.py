@@ -406,3 +406,19 @@ def test_logs_outlive_an_ephemeral_container_and_follow_a_running_one(
     last = cove_host.cove("logs", name, "-n", "1", check=True).stdout
     assert last.count("\n") == 1
     assert cove_host.cove("logs", name, "-n", "-2").returncode == 2
+
+
+def test_autostart_starts_exactly_the_auto_start_containers(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    early, late = cove_host.name("early"), cove_host.name("late")
+    cove_host.write(
+        app(cove_host, "early", busybox_image, extra="auto-start = true")
+        + app(cove_host, "late", busybox_image)
+    )
+    assert cove_host.cove("autostart", check=True).stdout.startswith(f"{early}: started")
+    assert cove_host.cove("status", early).stdout == "up\n"
+    assert cove_host.cove("status", late).stdout == "down\n"
+    again = cove_host.cove("autostart", check=True).stdout
+    assert again.startswith(f"{early}: already running")
+    cove_host.cove("stop", early, check=True)

@@ -324,3 +324,34 @@ def test_logs_of_an_ephemeral_container_are_kept_in_the_journal(th: TestHost) ->
     assert "said-one\nsaid-two\n" in logs
     last = th.run(["cove", "logs", "chatty", "-n", "1"], check=True).stdout
     assert last.count("\n") == 1
+
+
+def test_auto_start_containers_are_enabled_and_come_back_with_machines_target(
+    th: TestHost,
+) -> None:
+    declare(
+        th,
+        f"""
+        [containers.early]
+        image = "{BUSYBOX}"
+        boot = false
+        auto-start = true
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        [containers.late]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """,
+    )
+    assert cove(th, "autostart", check=True).startswith("early: started")
+    assert th.run(["systemctl", "is-enabled", "cove@early.service"]).stdout == "enabled\n"
+    assert cove(th, "status", "late") == "down\n"
+    # What a boot does: machines.target (wanted by multi-user.target) starts what it wants.
+    th.run(["systemctl", "stop", "machines.target"], check=True)
+    assert th.wait_until(["cove", "status", "early"], "down\n") == "down\n"  # PartOf=
+    th.run(["systemctl", "start", "machines.target"], check=True)
+    assert th.wait_until(["cove", "status", "early"], "up\n") == "up\n"
+    assert cove(th, "status", "late") == "down\n"
+    cove(th, "destroy", "early", check=True)
+    assert th.run(["systemctl", "is-enabled", "cove@early.service"]).returncode != 0
+    assert leftovers(th, "early") == []

@@ -95,6 +95,16 @@ def sync_names(ctx: Context) -> None:
     hostsfile.sync(ctx.config.host.hosts_file, ctx.config)
 
 
+def cmd_autostart(ctx: Context) -> int:
+    """Start every `auto-start` container: for the host's boot scripts on the direct backend;
+    on systemd it also installs and enables their units, so that the next boots do it."""
+    ctx.args.names = sorted(n for n, c in ctx.config.containers.items() if c.auto_start)
+    if not ctx.args.names:
+        print(f"no auto-start containers in {ctx.config.path}", file=sys.stderr)
+        return 0
+    return cmd_start(ctx)
+
+
 def cmd_start(ctx: Context) -> int:
     runtime, facts = ctx.backend()
     sync_names(ctx)
@@ -565,6 +575,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("destroy", cmd_destroy, "stop containers and remove their state and logs"),
     ):
         verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
+    verb("autostart", cmd_autostart, "start every auto-start container (for boot scripts)")
     p = verb("status", cmd_status, "print up, down, orphaned or gone")
     p.add_argument("name", metavar="NAME")
     json_flag(p)

@@ -42,15 +42,20 @@ def systemctl(*args: str, check: bool = True) -> str:
 
 
 def install(r: Render, facts: HostFacts) -> bool:
-    """Write the unit if its text changed, then reload systemd: never a reload for nothing."""
+    """Write the unit if its text changed, then reload systemd: never a reload for nothing.
+    An `auto-start` container's unit is enabled (machines.target wants it at boot)."""
     path = unit_path(facts, r.container.name)
+    changed = True
     with contextlib.suppress(FileNotFoundError):
-        if path.read_text() == r.unit:
-            return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, r.unit, mode=0o644)
-    systemctl("daemon-reload")
-    return True
+        changed = path.read_text() != r.unit
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, r.unit, mode=0o644)
+        systemctl("daemon-reload")
+    wants = Path(facts.host.unit_dir, "machines.target.wants", unit_name(r.container.name))
+    if r.container.auto_start != wants.is_symlink():
+        systemctl("enable" if r.container.auto_start else "disable", unit_name(r.container.name))
+    return changed
 
 
 def _properties(name: str) -> dict[str, str]:

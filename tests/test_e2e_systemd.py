@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -355,3 +356,24 @@ def test_auto_start_containers_are_enabled_and_come_back_with_machines_target(
     cove(th, "destroy", "early", check=True)
     assert th.run(["systemctl", "is-enabled", "cove@early.service"]).returncode != 0
     assert leftovers(th, "early") == []
+
+
+def test_a_guest_never_ready_fails_after_the_start_timeout_and_is_not_retried(
+    th: TestHost,
+) -> None:
+    declare(
+        th,
+        f"""
+        [containers.mute]
+        image = "{BUSYBOX}"
+        boot = true
+        timeout-start-sec = 3
+        """,
+    )
+    result = th.run(["cove", "start", "mute"], timeout=60)
+    assert result.returncode == 1
+    assert "mute failed to start" in result.stderr
+    assert "hint: journalctl -u cove@mute.service" in result.stderr
+    time.sleep(1)  # Restart= would have begun by now
+    assert th.run(["systemctl", "is-active", "cove@mute.service"]).stdout == "inactive\n"
+    assert leftovers(th, "mute") == []

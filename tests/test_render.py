@@ -138,3 +138,12 @@ def test_options_json_lists_every_key() -> None:
     assert by_key["private-network"]["default"] == "false"
     assert by_key["timeout-start-sec"]["default"] == '"60s"'
     assert by_key["host-address"]["default"] == "unset"
+
+
+def test_a_start_failing_for_want_of_inotify_instances_says_which_limit() -> None:
+    from cove.direct import limit_hint
+
+    tail = "  Failed to create inotify object: Too many open files\n  Failed to allocate manager"
+    hint = limit_hint(tail)
+    assert hint is not None and "fs.inotify.max_user_instances" in hint
+    assert limit_hint("  Failed to mount /sys: Operation not permitted") is None

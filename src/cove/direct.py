@@ -133,7 +133,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         tail = "\n".join("  " + entry for entry in report.get("log", []))
         raise CoveError(
             f"{c.name} failed to start: {report.get('error')}" + (f"\n{tail}" if tail else ""),
-            hint=f"full console log: {log_path(facts, c.name)}",
+            hint=limit_hint(tail) or f"full console log: {log_path(facts, c.name)}",
         )
     leader = report.get("leader")
     return True, leader if isinstance(leader, int) else None
@@ -179,6 +179,17 @@ def prepare_images(r: Render, facts: HostFacts) -> Render:
             "systemd-nspawn refuses a root without one"
         )
     return _pinned(_on_lower(r, image), facts)
+
+
+def limit_hint(output: str) -> str | None:
+    """Booted guests each take several inotify instances, and the kernel's default allows 128
+    per user for the whole host: about 25 guests. Say so when a guest ran out."""
+    if "inotify" in output and "Too many open files" in output:
+        return (
+            "the host ran out of inotify instances (each booted guest takes several): raise "
+            "them, e.g. `sysctl fs.inotify.max_user_instances=1024` (and in /etc/sysctl.d/)"
+        )
+    return None
 
 
 def _on_lower(r: Render, lower: Path) -> Render:

@@ -13,7 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from cove import proc
-from cove.direct import Observed, check_start, prepare_images, remove_state, root_shell
+from cove.direct import (
+    Observed,
+    check_start,
+    limit_hint,
+    prepare_images,
+    remove_state,
+    root_shell,
+)
 from cove.errors import CoveError, NotRunning
 from cove.model import Container
 from cove.render import HostFacts, Render, unit_file
@@ -95,10 +102,14 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     systemctl("reset-failed", unit_name(c.name), check=False)
     result = proc.run(["systemctl", "start", unit_name(c.name)], check=False)
     if result.returncode != 0:
+        # A failed start is a failure to systemd: Restart= would try again. Nothing may go on
+        # once `cove start` has said it failed.
+        systemctl("stop", unit_name(c.name), check=False)
+        systemctl("reset-failed", unit_name(c.name), check=False)
+        tail = "\n".join("  " + line for line in journal_tail(c.name))
         raise CoveError(
-            f"{c.name} failed to start: {result.stderr.strip()}\n"
-            + "\n".join("  " + line for line in journal_tail(c.name)),
-            hint=f"journalctl -u {unit_name(c.name)}",
+            f"{c.name} failed to start: {result.stderr.strip()}\n{tail}",
+            hint=limit_hint(tail) or f"journalctl -u {unit_name(c.name)}",
         )
     return True, _leader(c.name)
 

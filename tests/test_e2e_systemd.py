@@ -7,6 +7,7 @@ import secrets
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -377,3 +378,27 @@ def test_a_guest_never_ready_fails_after_the_start_timeout_and_is_not_retried(
     time.sleep(1)  # Restart= would have begun by now
     assert th.run(["systemctl", "is-active", "cove@mute.service"]).stdout == "inactive\n"
     assert leftovers(th, "mute") == []
+
+
+def test_thirty_booted_containers_at_once_then_a_host_shutdown_that_does_not_hang() -> None:
+    """In a test host of its own: 30 booted guests started at once all get ready; then the
+    host shuts down with five of them running, within their stop timeout."""
+    th = TestHost(secrets.token_hex(3), tree(CACHE), wheel(CACHE), {})
+    limit = Path("/proc/sys/fs/inotify/max_user_instances")  # see test_e2e_host's thirty
+    saved = limit.read_text()
+    limit.write_text("1024\n")
+    try:
+        th.boot()
+        names = [f"m{i}" for i in range(30)]
+        declare(th, "".join(f"[containers.{n}]\nephemeral = true\ntimeout-stop-sec = 10\n"
+                            for n in names))  # fmt: skip
+        script = "for n in $NAMES; do cove start $n > /tmp/start-$n 2>&1 & done; wait"
+        th.run(["env", f"NAMES={' '.join(names)}", "sh", "-c", script], timeout=300)
+        active = th.run(["sh", "-c", "systemctl is-active 'cove@m*.service' | sort | uniq -c"])
+        assert active.stdout.split() == ["30", "active"], th.run(["tail", "/tmp/start-m0"]).stdout
+        th.run(["sh", "-c", f"for n in {' '.join(names[5:])}; do cove stop $n; done"], check=True)
+        # The guests' stop timeout is 10 s: a host that hangs on them is killed at 30.
+        assert th.stop(timeout=30), "the test host had to be killed"
+    finally:
+        th.stop()
+        limit.write_text(saved)

@@ -146,13 +146,16 @@ class TestHost:
                     elif line == "READY=1":
                         self.ready.set()
 
-    def stop(self) -> None:
-        """Power it off (SIGTERM to nspawn), killed after a timeout; its cgroup removed."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Power it off (SIGTERM to nspawn), killed after `timeout`; its cgroup removed.
+        Returns whether it powered off in time."""
+        clean = True
         if self.nspawn is not None and self.nspawn.poll() is None:
             self.nspawn.send_signal(signal.SIGTERM)  # the nspawn this harness started
             try:
-                self.nspawn.wait(STOP_TIMEOUT)
+                self.nspawn.wait(timeout)
             except subprocess.TimeoutExpired:
+                clean = False
                 self.group.kill()
                 self.nspawn.wait(10)
         self.group.kill()
@@ -164,6 +167,7 @@ class TestHost:
         shutil.rmtree(self.work, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/systemd/nspawn/propagate/{self.machine}")
+        return clean
 
     # -- use -----------------------------------------------------------------------------------
     def run(

@@ -144,3 +144,34 @@ def test_thirty_booted_containers_started_at_once_all_get_ready(cove_host: Host)
         at_once("terminate")
         limit.write_text(saved)
     assert cove_host.snapshot() == before
+
+
+def test_login_gives_the_guest_login_prompt_on_a_terminal(cove_host: Host) -> None:
+    import os
+    import pty
+    import select
+    import signal
+    import sys
+    import time
+
+    name = cove_host.name("lg")
+    cove_host.write(f"[containers.{name}]\nephemeral = true\n")
+    cove_host.cove("start", name, check=True)
+    refused = cove_host.cove("login", name)
+    assert refused.returncode == 2 and "needs a terminal" in refused.stderr
+    pid, terminal = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes cove login
+        os.environ["COVE_CONFIG"] = str(cove_host.config)
+        os.execv(sys.executable, [sys.executable, "-m", "cove", "login", name])
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        while b"login:" not in seen and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.2)[0]:
+                seen += os.read(terminal, 4096)
+    finally:
+        os.kill(pid, signal.SIGKILL)  # the cove login this test started
+        os.waitpid(pid, 0)
+        os.close(terminal)
+    assert f"{name} login:".encode() in seen
+    cove_host.cove("stop", name, check=True)

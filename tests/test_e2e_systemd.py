@@ -402,3 +402,18 @@ def test_thirty_booted_containers_at_once_then_a_host_shutdown_that_does_not_han
     finally:
         th.stop()
         limit.write_text(saved)
+
+
+def test_login_is_machinectl_login(th: TestHost) -> None:
+    declare(
+        th,
+        """
+        [containers.getty]
+        ephemeral = true
+        """,
+    )
+    cove(th, "start", "getty", check=True)
+    prompt = th.run(["timeout", "6", "script", "-qec", "cove login getty", "/dev/null"])
+    assert "Connected to machine getty" in prompt.stdout
+    assert "getty login:" in prompt.stdout
+    cove(th, "stop", "getty", check=True)

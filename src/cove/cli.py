@@ -240,6 +240,16 @@ def cmd_run(ctx: Context) -> int:
     return EXIT_FAILED  # not reached: exec_in replaces this process
 
 
+def cmd_login(ctx: Context) -> int:
+    """A login prompt of the guest (its own accounts and passwords) on this terminal."""
+    if not os.isatty(0):
+        raise UsageError("cove login needs a terminal", hint="cove run NAME -- CMD without one")
+    c = ctx.container(ctx.args.name)
+    runtime, facts = ctx.backend()
+    runtime.login(facts, c.name)
+    return EXIT_FAILED  # not reached: login replaces this process
+
+
 def cmd_root_login(ctx: Context) -> int:
     if os.geteuid() != 0:
         raise NotRunning("root-login gives a root shell in the container: run it as root")
@@ -592,6 +602,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
     p.add_argument("-f", "--follow", action="store_true", help="then print what follows")
+    p = verb("login", cmd_login, "log in to a running container (its accounts, a terminal)")
+    p.add_argument("name", metavar="NAME")
     p = verb("root-login", cmd_root_login, "open a root shell in a running container")
     p.add_argument("name", metavar="NAME")
     p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")

@@ -342,6 +342,17 @@ def exec_in(facts: HostFacts, name: str, command: list[str], env: dict[str, str]
         raise NotRunning(f"cannot run {NSENTER}: {e.strerror}") from None
 
 
+def login(facts: HostFacts, name: str) -> None:
+    """The guest's own login program on this terminal."""
+    observed = require_up(facts, name)
+    assert observed.leader is not None
+    root = Path(f"/proc/{observed.leader}/root")
+    program = next((p for p in ("/bin/login", "/usr/bin/login") if (root / p[1:]).exists()), None)
+    if program is None:
+        raise NotRunning(f"{name} has no login program", hint=f"cove root-login {name}")
+    exec_in(facts, name, [program], {"TERM": os.environ.get("TERM", "linux")})
+
+
 def root_shell(leader: int) -> str:
     """root's login shell as the guest's /etc/passwd names it, if the guest has it."""
     root = Path(f"/proc/{leader}/root")

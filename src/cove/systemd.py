@@ -8,6 +8,7 @@ is ready, stop once nothing of it is left."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -148,6 +149,14 @@ def logs(facts: HostFacts, name: str, lines: int | None, follow: bool) -> int:
         raise CoveError("journalctl is not installed")
     proc.execve([journalctl, *argv[1:]], proc.clean_env())
     return 1  # not reached
+
+
+def login(facts: HostFacts, name: str) -> None:
+    """machinectl login: a getty of the guest on a pseudo-terminal machined gives us."""
+    require_up(facts, name)
+    machinectl = proc.find_program("machinectl") or "/usr/bin/machinectl"
+    proc.execve([machinectl, "login", name], {**proc.clean_env(),
+                "TERM": os.environ.get("TERM", "linux")})  # fmt: skip
 
 
 def require_up(facts: HostFacts, name: str) -> Observed:

@@ -417,3 +417,63 @@ def test_login_is_machinectl_login(th: TestHost) -> None:
     assert "Connected to machine getty" in prompt.stdout
     assert "getty login:" in prompt.stdout
     cove(th, "stop", "getty", check=True)
+
+
+FETCH = (
+    "import sys, urllib.request; "
+    "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end='')"
+)
+
+
+def test_a_routed_network_with_forwards_and_a_bridge_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    """The network scenarios of the direct backend's tests, on units (the test host's network
+    is private to it: everything here stays inside)."""
+    th.run(["ip", "link", "add", "br-th", "type", "bridge"], check=True)
+    th.run(["ip", "addr", "add", "10.95.0.1/24", "dev", "br-th"], check=True)
+    th.run(["ip", "link", "set", "br-th", "up"], check=True)
+    httpd = '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]'
+    declare(
+        th,
+        f"""
+        [containers.routed]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        command = {httpd}
+        files = {{ "/www/index.html" = "routed\\n" }}
+        private-network = true
+        host-address = "10.96.0.1"
+        local-address = "10.96.0.2"
+        forward-ports = [{{ host-port = 8080, container-port = 80 }}]
+        [containers.bridged]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        command = {httpd}
+        files = {{ "/www/index.html" = "bridged\\n" }}
+        private-network = true
+        host-bridge = "br-th"
+        local-address = "10.95.0.2/24"
+        host-address = "10.95.0.1"
+        """,
+    )
+    cove(th, "start", "routed", "bridged", check=True)
+
+    def fetch(url: str) -> str:
+        return th.run(["python3", "-c", FETCH, url]).stdout
+
+    assert fetch("http://10.96.0.2/") == "routed\n"  # the veth, straight
+    assert fetch("http://127.0.0.1:8080/") == "routed\n"  # the forward, from the host
+    assert fetch("http://10.95.0.2/") == "bridged\n"  # over the bridge
+    between = th.run(["cove", "run", "bridged", "--", "wget", "-qO-", "http://10.96.0.2/"])
+    assert between.stdout == "routed\n"  # container to container, routed by the host
+    assert "fwd-routed" in th.run(["nft", "list", "table", "inet", "cove"]).stdout
+    cove(th, "stop", "routed", "bridged", check=True)
+    links = th.run(["ip", "-o", "link"]).stdout
+    assert "ve-routed" not in links and "vb-bridged" not in links
+    assert th.run(["ip", "netns", "list"]).stdout == ""
+    assert "cove" not in th.run(["nft", "list", "tables"]).stdout
+    assert leftovers(th, "routed") == [] and leftovers(th, "bridged") == []
+    th.run(["ip", "link", "delete", "br-th"], check=True)

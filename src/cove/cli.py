@@ -434,6 +434,7 @@ def cmd_logs(ctx: Context) -> int:
 
 def cmd_destroy(ctx: Context) -> int:
     runtime, facts = ctx.backend()
+    sync_names(ctx)
     for name in ctx.args.names:
         removed = runtime.destroy(facts, ctx.container(name))
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")

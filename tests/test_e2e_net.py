@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cove import netnames
-from tests.conftest import Host, ip_json
+from tests.conftest import COVE, Host, ip_json
 from tests.test_e2e_busybox import app
 
 pytestmark = pytest.mark.e2e
@@ -504,3 +504,57 @@ def test_names_resolve_while_declared(net_host: Host, busybox_image: Path) -> No
     hosts = (net_host.root / "hosts").read_text()
     assert f"{gone}.containers" not in hosts
     assert f"{name}.containers" in hosts
+
+
+def test_a_port_or_address_another_files_container_holds_is_refused(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    first = net_host.name("first")
+    net_host.write(
+        app(net_host, "first", busybox_image, command=HTTPD, extra="""
+        ephemeral = true
+        files = { "/www/index.html" = "first\\n" }
+        private-network = true
+        host-address = "10.97.0.1"
+        local-address = "10.97.0.2"
+        forward-ports = [{ host-port = 8097, container-port = 80 }]
+        """)
+    )  # fmt: skip
+    net_host.cove("start", first, check=True)
+    # Another file, its own directories, the same network: cove compares with what runs.
+    other = net_host.root / "other"
+    other.mkdir()
+    base = net_host.config.read_text().split("[containers.")[0]
+    for key in ("state", "run", "log", "etc", "hosts"):
+        base = base.replace(f'"{net_host.root}/{key}', f'"{other}/{key}')
+
+    def start_other(extra: str) -> subprocess.CompletedProcess[str]:
+        (other / "cove.toml").write_text(base + app(net_host, "second", busybox_image,
+                                                    command=HTTPD, extra=extra))  # fmt: skip
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{net_host.netns}", "--", *COVE, "start",
+             net_host.name("second")],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "COVE_CONFIG": str(other / "cove.toml")},
+        )  # fmt: skip
+
+    same_port = start_other("""
+        private-network = true
+        host-address = "10.98.0.1"
+        local-address = "10.98.0.2"
+        forward-ports = [{ host-port = 8097, container-port = 80 }]
+        """)
+    assert same_port.returncode == 1
+    assert f"host port tcp/8097 is forwarded to container {first} already" in same_port.stderr
+    same_address = start_other("""
+        private-network = true
+        host-address = "10.98.0.1"
+        local-address = "10.97.0.2"
+        """)
+    assert same_address.returncode == 1
+    assert "local address 10.97.0.2 is routed to ve-first-" in same_address.stderr
+    links = [link["ifname"] for link in ip_json(net_host.netns, "link", "show")]
+    assert not [link for link in links if "second" in str(link)], "nothing of it was made"
+    assert _fetch(net_host.netns, "http://127.0.0.1:8097/") == "first\n"  # untouched
+    net_host.cove("stop", first, check=True)

@@ -300,3 +300,28 @@ def test_nat_needs_an_uplink_and_an_address() -> None:
         f"{FILE}: containers.a.nat: needs nat-interface in [host]: the uplink to masquerade "
         "through",
     ]
+
+
+def test_forwarded_ports_are_read_per_container_from_cove_table() -> None:
+    from cove.net import forwarded_ports
+
+    listing = """table inet cove {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		fib daddr type local jump fwd-web comment "web"
+	}
+	chain fwd-web {
+		meta nfproto ipv4 tcp dport 8080 dnat ip to 10.1.0.2:80
+		meta nfproto ipv6 udp dport 5353 dnat ip6 to [fd01::2]:53
+	}
+	chain fwd-db-2 {
+		meta nfproto ipv4 tcp dport 5432 dnat ip to 10.2.0.2:5432
+	}
+}
+"""
+    assert forwarded_ports(listing) == {
+        ("tcp", 8080): "web",
+        ("udp", 5353): "web",
+        ("tcp", 5432): "db-2",
+    }
+    assert forwarded_ports("") == {}

@@ -72,6 +72,7 @@ def setup(c: Container, record: Path, nat_interface: str | None = None) -> None:
     if namespace_exists(c):  # left by a crash: start from nothing
         teardown(c, record)
     _check_host_links(c)
+    _check_taken(c, nat_interface)
     tables = [f"inet {TABLE}"] if forwarding(c, nat_interface) else []
     record.write_text(
         json.dumps({"moved": list(c.interfaces), "links": host_links(c), "tables": tables})
@@ -105,6 +106,61 @@ def _check_host_links(c: Container) -> None:
             "link it did not make",
             hint=f"rename the extra veth, or remove {link} if it is a leftover",
         )
+
+
+def _check_taken(c: Container, nat_interface: str | None) -> None:
+    """What another container already holds on this host, whichever file declared it (a file
+    checks its own containers against each other, but not against other files'): a host port
+    it forwards, a local address routed to it."""
+    if forwarding(c, nat_interface):
+        forwarded = forwarded_ports(_nft_text())
+        for net, _link in netnames.veths(c):
+            for f in net.forward_ports:
+                holder = forwarded.get((f.protocol, f.host_port))
+                if holder is not None and holder != c.name:
+                    raise CoveError(
+                        f"network: host port {f.protocol}/{f.host_port} is forwarded to "
+                        f"container {holder} already",
+                        hint=f"stop {holder} first, or forward another host port",
+                    )
+    ours = set(host_links(c))
+    for family, key in (("-4", "local_address"), ("-6", "local_address6")):
+        wanted = [str(getattr(net, key)).split("/")[0] for net, _ in netnames.veths(c)
+                  if getattr(net, key) and not net.host_bridge]  # fmt: skip
+        if not wanted:
+            continue
+        routes = json.loads(_ip(("ip", "-json", family, "route", "show")).stdout or "[]")
+        for route in routes:
+            address, _, prefix = str(route.get("dst", "")).partition("/")
+            dev = str(route.get("dev", ""))
+            if address in wanted and prefix in ("", "32", "128") and dev not in ours:
+                raise CoveError(
+                    f"network: local address {address} is routed to {dev} already (another "
+                    "container's?)",
+                    hint="give this container another local address",
+                )
+
+
+def _nft_text() -> str:
+    if proc.find_program("nft") is None:
+        return ""
+    return proc.run(["nft", "list", "table", "inet", TABLE], check=False).stdout
+
+
+def forwarded_ports(listing: str) -> dict[tuple[str, int], str]:
+    """(protocol, host port) -> container, from `nft list table inet cove`."""
+    found: dict[tuple[str, int], str] = {}
+    container = None
+    for line in listing.splitlines():
+        opened = re.match(r"\s*chain fwd-(\S+) \{", line)
+        if opened:
+            container = opened[1]
+        elif line.strip() == "}":
+            container = None
+        elif container:
+            for protocol, port in re.findall(r"\b(tcp|udp) dport (\d+)\b", line):
+                found[(protocol, int(port))] = container
+    return found
 
 
 def teardown(c: Container, record: Path) -> None:

@@ -558,3 +558,33 @@ def test_a_port_or_address_another_files_container_holds_is_refused(
     assert not [link for link in links if "second" in str(link)], "nothing of it was made"
     assert _fetch(net_host.netns, "http://127.0.0.1:8097/") == "first\n"  # untouched
     net_host.cove("stop", first, check=True)
+
+
+def test_a_running_container_dropped_from_the_file_is_still_stopped_cleanly(
+    net_host: Host, busybox_image: Path
+) -> None:
+    assert net_host.netns
+    name = net_host.name("dropped")
+    net_host.write(
+        app(net_host, "dropped", busybox_image, extra="""
+        ephemeral = true
+        private-network = true
+        host-address = "10.99.0.1"
+        local-address = "10.99.0.2"
+        forward-ports = [{ host-port = 8099, container-port = 80 }]
+        """)
+    )  # fmt: skip
+    before = net_host.snapshot()
+    net_host.cove("start", name, check=True)
+    net_host.write("")  # the file no longer declares it
+    status = net_host.cove("status", name)
+    assert (status.returncode, status.stdout) == (0, "up\n")
+    assert f"{name} is not declared" in status.stderr
+    assert json.loads(net_host.cove("status", name, "--json").stdout)["declared"] is False
+    assert net_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
+    links = [str(link["ifname"]) for link in ip_json(net_host.netns, "link", "show")]
+    assert not [link for link in links if link.startswith("ve-")]
+    assert net_host.cove("status", name).stdout == "gone\n"
+    assert net_host.snapshot() == before
+    assert net_host.cove("stop", "never-was").returncode == 3
+    assert net_host.cove("stop", "../../etc").returncode == 3

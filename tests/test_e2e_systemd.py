@@ -477,3 +477,26 @@ def test_a_routed_network_with_forwards_and_a_bridge_on_the_systemd_backend(
     assert "cove" not in th.run(["nft", "list", "tables"]).stdout
     assert leftovers(th, "routed") == [] and leftovers(th, "bridged") == []
     th.run(["ip", "link", "delete", "br-th"], check=True)
+
+
+def test_a_running_container_dropped_from_the_file_is_stopped_and_cleaned_up(
+    th: TestHost,
+) -> None:
+    declare(
+        th,
+        """
+        [containers.dropped]
+        ephemeral = true
+        private-network = true
+        host-address = "10.94.0.1"
+        local-address = "10.94.0.2"
+        """,
+    )
+    cove(th, "start", "dropped", check=True)
+    declare(th, "")
+    assert th.run(["cove", "status", "dropped"]).stdout == "up\n"
+    assert cove(th, "stop", "dropped", check=True) == "dropped: stopped\n"
+    assert th.run(["test", "-e", "/etc/systemd/system/cove@dropped.service"]).returncode == 1
+    assert "ve-dropped" not in th.run(["ip", "-o", "link"]).stdout
+    assert th.run(["ip", "netns", "list"]).stdout == ""
+    assert leftovers(th, "dropped") == []

@@ -45,6 +45,30 @@ class Context:
                 hint="`cove list` shows the declared containers",
             ) from None
 
+    def container_or_leftover(self, name: str) -> Container:
+        """A declared container, or one the file no longer declares that still runs (or left
+        its runtime dir or unit): enough of it to stop it and clean up after it."""
+        if name in self.config.containers:
+            return self.config.containers[name]
+        from cove.config import name_problem
+        from cove.model import Container
+
+        host = self.config.host
+        left = name_problem(name) is None and (
+            os.path.lexists(os.path.join(host.runtime_dir, name))
+            or os.path.lexists(os.path.join(host.unit_dir, f"cove@{name}.service"))
+        )
+        if not left:
+            return self.container(name)  # says it is not declared
+        return Container(name=name, source=self.config.path)
+
+    def container_or_leftover_exists(self, name: str) -> bool:
+        try:
+            self.container_or_leftover(name)
+        except NotFound:
+            return False
+        return True
+
     def facts(self) -> HostFacts:
         if self._facts is None:
             from cove.host import probe
@@ -123,7 +147,9 @@ def _stop(ctx: Context, terminate: bool) -> int:
     runtime, facts = ctx.backend()
     sync_names(ctx)
     for name in ctx.args.names:
-        stopped = runtime.stop(facts, ctx.container(name), terminate=terminate)
+        stopped = runtime.stop(facts, ctx.container_or_leftover(name), terminate=terminate)
+        if name not in ctx.config.containers:
+            runtime.forget(facts, name)  # its data stays, until `cove destroy`
         print(f"{name}: {'stopped' if stopped else 'not running'}")
     return 0
 
@@ -160,6 +186,7 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
     up = observed.state == "up" and isinstance(started, (int, float))
     return {
         "name": name,
+        "declared": True,
         "state": observed.state,
         "leader": observed.leader,
         "image": c.image,
@@ -172,12 +199,25 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
 
 def cmd_status(ctx: Context) -> int:
     name = ctx.args.name
-    if name not in ctx.config.containers:
+    undeclared = name not in ctx.config.containers
+    if undeclared:
+        runtime, facts = ctx.backend()
+        state = (
+            runtime.observe(facts, name).state if ctx.container_or_leftover_exists(name) else "gone"
+        )
+        if state in ("gone", "down"):
+            if ctx.args.json:
+                _print_json({"name": name, "state": "gone"})
+            else:
+                print("gone")
+            return 3
         if ctx.args.json:
-            _print_json({"name": name, "state": "gone"})
+            _print_json({"name": name, "state": state, "declared": False})
         else:
-            print("gone")
-        return 3
+            print(state)
+            print(f"cove: {name} is not declared in {ctx.config.path} but still "
+                  f"{state}; `cove stop {name}` stops it", file=sys.stderr)  # fmt: skip
+        return 0
     info = _describe(ctx, name)
     if ctx.args.json:
         _print_json(info)
@@ -499,7 +539,7 @@ def cmd_hook(ctx: Context) -> int:
     if ctx.args.step == "pre-start":
         systemd.pre_start(ctx.render(ctx.args.name), ctx.facts())
     else:
-        systemd.post_stop(ctx.container(ctx.args.name), ctx.facts())
+        systemd.post_stop(ctx.container_or_leftover(ctx.args.name), ctx.facts())
     return 0
 
 

@@ -209,6 +209,11 @@ def _pinned(r: Render, facts: HostFacts) -> Render:
     return r if kept == wanted else _on_lower(r, images.store(facts.host) / kept)
 
 
+def forget(facts: HostFacts, name: str) -> list[str]:
+    """Nothing of a stopped container outlives it here but its data (see destroy)."""
+    return []
+
+
 def destroy(facts: HostFacts, c: Container) -> list[str]:
     """Stop the container and remove its state and logs; returns what was removed. A file
     system mounted anywhere in them stops it before anything is removed."""

@@ -201,13 +201,18 @@ def post_stop(c: Container, facts: HostFacts) -> None:
     remove_nspawn_leftovers(c.name)
 
 
+def forget(facts: HostFacts, name: str) -> list[str]:
+    """The unit of a container no file declares any more (it is stopped)."""
+    unit = unit_path(facts, name)
+    if not unit.exists():
+        return []
+    systemctl("disable", unit_name(name), check=False)
+    unit.unlink()
+    systemctl("daemon-reload")
+    return [str(unit)]
+
+
 def destroy(facts: HostFacts, c: Container) -> list[str]:
     """Stop the container, remove its unit, state and logs; returns what was removed."""
     stop(facts, c)
-    removed = []
-    unit = unit_path(facts, c.name)
-    if unit.exists():
-        unit.unlink()
-        systemctl("daemon-reload")
-        removed.append(str(unit))
-    return [*removed, *remove_state(facts, c)]
+    return [*forget(facts, c.name), *remove_state(facts, c)]

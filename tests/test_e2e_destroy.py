@@ -75,3 +75,18 @@ def test_destroy_refuses_a_state_dir_with_a_mount_in_it(
     assert cove_host.cove("destroy", name, check=True).stdout == f"{name}: destroyed\n"
     assert (data / "marker").read_text() == "precious\n"
     assert not state.exists()
+
+
+def test_destroy_reaches_the_data_of_a_container_the_file_dropped(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("old")
+    cove_host.write(app(cove_host, "old", busybox_image))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("stop", name, check=True)
+    state = Path(cove_host.host.container_state(name))
+    assert state.exists()
+    cove_host.write("")
+    assert cove_host.cove("destroy", name, check=True).stdout == f"{name}: destroyed\n"
+    assert not state.exists()
+    assert cove_host.cove("destroy", name).returncode == 3  # nothing left: not found

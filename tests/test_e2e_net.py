@@ -586,5 +586,6 @@ def test_a_running_container_dropped_from_the_file_is_still_stopped_cleanly(
     assert not [link for link in links if link.startswith("ve-")]
     assert net_host.cove("status", name).stdout == "gone\n"
     assert net_host.snapshot() == before
+    assert net_host.cove("destroy", name).returncode == 3  # ephemeral: nothing was left
     assert net_host.cove("stop", "never-was").returncode == 3
     assert net_host.cove("stop", "../../etc").returncode == 3

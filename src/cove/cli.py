@@ -46,17 +46,21 @@ class Context:
             ) from None
 
     def container_or_leftover(self, name: str) -> Container:
-        """A declared container, or one the file no longer declares that still runs (or left
-        its runtime dir or unit): enough of it to stop it and clean up after it."""
+        """A declared container, or one the file no longer declares that left something (it
+        runs, or has a unit or data): enough of it to stop it and clean up after it."""
         if name in self.config.containers:
             return self.config.containers[name]
         from cove.config import name_problem
         from cove.model import Container
 
         host = self.config.host
-        left = name_problem(name) is None and (
-            os.path.lexists(os.path.join(host.runtime_dir, name))
-            or os.path.lexists(os.path.join(host.unit_dir, f"cove@{name}.service"))
+        left = name_problem(name) is None and any(
+            os.path.lexists(path)
+            for path in (
+                os.path.join(host.runtime_dir, name),
+                os.path.join(host.unit_dir, f"cove@{name}.service"),
+                str(host.container_state(name)),
+            )
         )
         if not left:
             return self.container(name)  # says it is not declared
@@ -476,7 +480,7 @@ def cmd_destroy(ctx: Context) -> int:
     runtime, facts = ctx.backend()
     sync_names(ctx)
     for name in ctx.args.names:
-        removed = runtime.destroy(facts, ctx.container(name))
+        removed = runtime.destroy(facts, ctx.container_or_leftover(name))
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
     return 0
 

@@ -66,13 +66,6 @@ class Context:
             return self.container(name)  # says it is not declared
         return Container(name=name, source=self.config.path)
 
-    def container_or_leftover_exists(self, name: str) -> bool:
-        try:
-            self.container_or_leftover(name)
-        except NotFound:
-            return False
-        return True
-
     def facts(self) -> HostFacts:
         if self._facts is None:
             from cove.host import probe
@@ -203,13 +196,13 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
 
 def cmd_status(ctx: Context) -> int:
     name = ctx.args.name
-    undeclared = name not in ctx.config.containers
-    if undeclared:
+    if name not in ctx.config.containers:
+        from cove.config import name_problem
+
         runtime, facts = ctx.backend()
-        state = (
-            runtime.observe(facts, name).state if ctx.container_or_leftover_exists(name) else "gone"
-        )
-        if state in ("gone", "down"):
+        # Not declared: gone, unless it still runs (a file that dropped it).
+        state = runtime.observe(facts, name).state if name_problem(name) is None else "down"
+        if state == "down":
             if ctx.args.json:
                 _print_json({"name": name, "state": "gone"})
             else:

@@ -8,7 +8,8 @@ namespace), `--notify-ready`, started from its own cgroup, timed from launch to 
 notify socket. Runs alternate so both sides see the same machine. Also: `cove list` cold start.
 
 Cases: `host` (booted host-image container, ephemeral) and `busybox` (a command container on a
-busybox directory image, ephemeral). Run as root: `.venv/bin/python bench/start.py [--runs N]`.
+busybox directory image, ephemeral; after the first run cove starts it from its launch card,
+see src/cove/quickstart.py). Run as root: `.venv/bin/python bench/start.py [--runs N]`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cove import cgroups, rootfs  # noqa: E402
+from cove import cgroups, quickstart, rootfs  # noqa: E402
 from tests.images import busybox_tree  # noqa: E402
 
 WORK = Path("/var/tmp/cove-bench")
@@ -208,6 +209,7 @@ def main() -> int:
         group.wait_empty(10)
         group.remove()
         subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
+        quickstart.forget_all(str(config))
     return 0
 
 

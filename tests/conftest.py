@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cove import cgroups
+from cove import cgroups, quickstart
 from cove.model import HostConfig
 from cove.traces import Snapshot, snapshot
 from tests.images import busybox_tree
@@ -137,6 +137,7 @@ def _cleanup(host: Host) -> None:
             names = []
         if names:
             host.cove("terminate", *names, timeout=60)
+    quickstart.forget_all(str(host.config))
     group = cgroups.Group(f"cove-test-{host.tag}")
     group.kill()
     group.wait_empty(10)

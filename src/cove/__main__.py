@@ -1,3 +1,3 @@
-from cove.cli import entry
+from cove.entry import entry
 
 entry()

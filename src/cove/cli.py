@@ -134,6 +134,11 @@ def cmd_start(ctx: Context) -> int:
         started, leader = runtime.start(r, facts)
         name = r.container.name
         if started:
+            if facts.backend.value == "direct":
+                from cove import quickstart
+                from cove.supervisor import log_path
+
+                quickstart.remember(ctx.config, r, facts, str(log_path(facts, name)))
             print(f"{name}: started (leader PID {leader})")
         else:
             print(f"{name}: already running (leader PID {leader})")
@@ -472,8 +477,11 @@ def cmd_logs(ctx: Context) -> int:
 def cmd_destroy(ctx: Context) -> int:
     runtime, facts = ctx.backend()
     sync_names(ctx)
+    from cove import quickstart
+
     for name in ctx.args.names:
         removed = runtime.destroy(facts, ctx.container_or_leftover(name))
+        quickstart.forget(ctx.config.path, name)
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
     return 0
 
@@ -720,18 +728,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def entry() -> NoReturn:
-    """The `cove` command: main, then out without the interpreter's teardown (about 7 ms of
-    every command), which has nothing left to do once the output is flushed."""
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BrokenPipeError:
-            code = code or 141
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+def report_error(e: CoveError) -> int:
+    """One line of what went wrong, one of what to do; the exit code."""
+    print(f"cove: {e.message}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
+    return e.exit_code
 
 
 class Terminated(BaseException):
@@ -754,11 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(ctx)
         return code
     except CoveError as e:
-        print(f"cove: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        code = report_error(e)
         # `run` keeps 0-124 and 126-127 for the command's own exit codes (DESIGN §8).
-        return EXIT_RUN_FAILED if args.verb == "run" else e.exit_code
+        return EXIT_RUN_FAILED if args.verb == "run" else code
     except KeyboardInterrupt:
         return 130
     except Terminated:

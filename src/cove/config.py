@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import replace
 
 from cove.errors import ConfigError, Diagnostic, UsageError
 from cove.model import Config, Container, HostConfig
 from cove.netsettings import check_across, check_network
 from cove.parsing import Diagnostics, key_path, parse_table
+from cove.quickstart import file_stamp
 from cove.recipes import parse_recipe
 from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
@@ -28,6 +30,7 @@ def load_config(path: str) -> Config:
     try:
         with open(path, "rb") as f:
             data = f.read()
+            stamp = file_stamp(os.fstat(f.fileno()))
     except FileNotFoundError:
         raise UsageError(
             f"{path}: no such config file",
@@ -35,7 +38,7 @@ def load_config(path: str) -> Config:
         ) from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_config(data, path)
+    return replace(parse_config(data, path), data=data, stamp=stamp)
 
 
 def parse_config(data: bytes, file: str) -> Config:

@@ -125,18 +125,32 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     # The supervisor is not our child for long: it is reaped by init once we exit.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+    report = _read_report(line)
+    if not report.get("ok"):
+        raise start_failure(c.name, line, str(log_path(facts, c.name)))
+    leader = report.get("leader")
+    return True, leader if isinstance(leader, int) else None
+
+
+def _read_report(line: bytes) -> dict[str, Any]:
+    """What the supervisor said about the start (one JSON line; nothing if it died)."""
     try:
         report = json.loads(line) if line else {"ok": False, "error": "supervisor died"}
     except ValueError:
+        report = None
+    if not isinstance(report, dict):
         report = {"ok": False, "error": f"unreadable report {line!r}"}
-    if not report.get("ok"):
-        tail = "\n".join("  " + entry for entry in report.get("log", []))
-        raise CoveError(
-            f"{c.name} failed to start: {report.get('error')}" + (f"\n{tail}" if tail else ""),
-            hint=limit_hint(tail) or f"full console log: {log_path(facts, c.name)}",
-        )
-    leader = report.get("leader")
-    return True, leader if isinstance(leader, int) else None
+    return report
+
+
+def start_failure(name: str, line: bytes, log: str) -> CoveError:
+    """The error of a start the supervisor reported as failed, with the guest's last output."""
+    report = _read_report(line)
+    tail = "\n".join("  " + entry for entry in report.get("log", []))
+    return CoveError(
+        f"{name} failed to start: {report.get('error')}" + (f"\n{tail}" if tail else ""),
+        hint=limit_hint(tail) or f"full console log: {log}",
+    )
 
 
 def _claim_images(facts: HostFacts, r: Render, runtime: RuntimeDir) -> None:

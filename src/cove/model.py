@@ -176,3 +176,7 @@ class Config:
     path: str
     host: HostConfig = field(default_factory=HostConfig)
     containers: dict[str, Container] = field(default_factory=dict)
+    # The file as read: its bytes and (device, inode, size, mtime, ctime), which tell a later
+    # command that nothing changed since (see quickstart).
+    data: bytes = b""
+    stamp: tuple[int, ...] = ()

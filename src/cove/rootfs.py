@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from cove import guestfiles, syscalls
+from cove import guestfiles, overlay
 from cove.errors import CoveError
 from cove.render import RootLayout
 from cove.trees import remove_tree
@@ -212,32 +212,15 @@ def prepare(layout: RootLayout, name: str) -> None:
 
 def assemble(layout: RootLayout) -> None:
     """Mount the root in a new private mount namespace (call it in the process that execs
-    nspawn): when the last process of that namespace exits, every mount goes with it."""
-    syscalls.unshare(syscalls.CLONE_NEWNS)
-    syscalls.mount("none", "/", None, syscalls.MS_REC | syscalls.MS_SLAVE, None)
-    if layout.scratch:
-        syscalls.mount(
-            "tmpfs",
-            layout.scratch,
-            "tmpfs",
-            syscalls.MS_NOSUID | syscalls.MS_NODEV,
-            f"mode=0700,size={layout.scratch_size}",
-        )
-        os.mkdir(layout.upper, 0o755)
-        os.mkdir(layout.work, 0o700)
-    lower = ":".join(layout.lower)
-    syscalls.mount(
-        "overlay",
+    nspawn), then put the declared files in it."""
+    overlay.mount_root(
         layout.root,
-        "overlay",
-        0,
-        f"lowerdir={lower},upperdir={layout.upper},workdir={layout.work}",
+        layout.lower,
+        layout.upper,
+        layout.work,
+        layout.scratch,
+        layout.scratch_size,
+        layout.host_usr,
     )
-    if layout.host_usr:
-        usr = os.path.join(layout.root, "usr")
-        syscalls.mount("/usr", usr, None, syscalls.MS_BIND | syscalls.MS_REC, None)
-        syscalls.mount(
-            "none", usr, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY, None
-        )
     if layout.files_dir:
         guestfiles.install(layout.files_dir, layout.root)

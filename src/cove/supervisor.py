@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ RESTART_SEC = 0.1
 START_LIMIT_INTERVAL = 10.0
 START_LIMIT_BURST = 5
 LOG_TAIL = 20
+LAUNCHED_FROM_CARD = "launched from its launch card"
 IDLE_TICK = 1.0
 
 
@@ -75,8 +77,28 @@ def nspawn_env(render: Render, runtime: RuntimeDir) -> dict[str, str]:
     return proc.clean_env([*render.env, ("NOTIFY_SOCKET", str(runtime.notify))])
 
 
+@dataclass
+class Launched:
+    """A first boot that quickstart launched before cove was loaded, handed over."""
+
+    config_path: str
+    config_data: bytes
+    name: str
+    report_fd: int | None  # None once `cove start` was told the container is ready
+    notify_fd: int
+    control_fd: int
+    nspawn_pid: int | None
+    launch_error: str | None
+    leader: int | None
+    ready: bool
+    stop_requested: bool
+    started: float  # time.monotonic() at the launch
+    started_at: float
+    recent: list[str] = field(default_factory=list)
+
+
 class Supervisor:
-    def __init__(self, render: Render, facts: HostFacts, runtime: RuntimeDir, report: int):
+    def __init__(self, render: Render, facts: HostFacts, runtime: RuntimeDir, report: int | None):
         self.render = render
         self.c = render.container
         self.facts = facts
@@ -102,31 +124,39 @@ class Supervisor:
         self.failure_log: list[str] = []
 
     # -- main loop ---------------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self, launched: Launched | None = None) -> int:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        # Moving a process between v1 cgroups waits for an RCU grace period (10-20 ms here):
-        # the supervisor's own move happens beside the launch, which waits only for nspawn's.
-        joiner = threading.Thread(target=self._join_own_cgroup, name="cgroup")
-        joiner.start()
-        self.joined = joiner.join
+        if launched is None:
+            # Moving a process between v1 cgroups waits for an RCU grace period (10-20 ms
+            # here): the supervisor's own move happens beside the launch, which waits only
+            # for nspawn's.
+            joiner = threading.Thread(target=self._join_own_cgroup, name="cgroup")
+            joiner.start()
+            self.joined = joiner.join
         wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, lambda *_: None)
         self.selector.register(wake_r, selectors.EVENT_READ, self._on_signal)
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(self.runtime.notify))
+        if launched is None:
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(self.runtime.notify))
+            control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            control.bind(str(self.runtime.control))
+            control.listen(16)
+        else:
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM, fileno=launched.notify_fd)
+            control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=launched.control_fd)
         self.selector.register(notify, selectors.EVENT_READ, self._on_notify)
-        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        control.bind(str(self.runtime.control))
-        control.listen(16)
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
         try:
-            net.setup(self.c, self.runtime.net_record, self.facts.host.nat_interface)
-            self.starts.append(time.monotonic())
+            if launched is None:
+                net.setup(self.c, self.runtime.net_record, self.facts.host.nat_interface)
+            self.starts.append(launched.started if launched else time.monotonic())
             while True:
-                status = self._boot_once()
+                status = self._boot_once(launched)
+                launched = None
                 if self.stopping or not self.was_ready:
                     break
                 if status == REBOOT_EXIT:
@@ -161,18 +191,21 @@ class Supervisor:
         except OSError as e:
             self.join_error = e.strerror or str(e)
 
-    def _boot_once(self) -> int:
+    def _boot_once(self, launched: Launched | None = None) -> int:
         self.ready = False
         self.leader = None
         self.exit_status = None
         self.boots += 1
-        rootfs.prepare(self.render.layout, self.c.name)
-        self.nspawn_pid = self._launch()
-        self.joined()
-        if self.join_error:
-            raise CoveError(f"cannot join cgroup {self.group.relative}/cove: {self.join_error}")
-        self._write_status("starting")
-        start_deadline = time.monotonic() + self.c.timeout_start_sec
+        if launched is None:
+            rootfs.prepare(self.render.layout, self.c.name)
+            self.nspawn_pid = self._launch()
+            self.joined()
+            if self.join_error:
+                raise CoveError(f"cannot join cgroup {self.group.relative}/cove: {self.join_error}")
+            self._write_status("starting")
+            start_deadline = time.monotonic() + self.c.timeout_start_sec
+        else:
+            start_deadline = self._take_over(launched)
         while self.exit_status is None:
             now = time.monotonic()
             if not self.ready and not self.stopping and now >= start_deadline:
@@ -200,6 +233,24 @@ class Supervisor:
                 "container was ready"
             )
         return self.exit_status
+
+    def _take_over(self, launched: Launched) -> float:
+        """Carry on from where quickstart left the first boot; the start deadline."""
+        self.started_at = launched.started_at
+        self.recent.extend(launched.recent)
+        if launched.launch_error is not None or launched.nspawn_pid is None:
+            raise CoveError(f"cannot run systemd-nspawn: {launched.launch_error}")
+        self.nspawn_pid = launched.nspawn_pid
+        self.leader = launched.leader
+        self._say("+ " + proc.command_line(self.render.argv, nspawn_env(self.render, self.runtime)))
+        self._say(f"{LAUNCHED_FROM_CARD} (pid {self.nspawn_pid})")
+        if launched.ready:
+            self.ready = self.was_ready = True
+        else:
+            self._write_status("starting")
+        if launched.stop_requested:
+            self._stop()
+        return launched.started + self.c.timeout_start_sec
 
     # -- launching ---------------------------------------------------------------------------
     def _launch(self) -> int:
@@ -399,3 +450,30 @@ class Supervisor:
 
 def supervise(render: Render, facts: HostFacts, runtime: RuntimeDir, report: int) -> int:
     return Supervisor(render, facts, runtime, report).run()
+
+
+def adopt(launched: Launched) -> int:
+    """Supervise a container quickstart launched: the same file, read then, gives the same
+    render the card was made from."""
+    from cove.config import parse_config
+    from cove.host import probe
+    from cove.render import render
+
+    try:
+        config = parse_config(launched.config_data, launched.config_path)
+        facts = probe(config.host)
+        r = render(config.containers[launched.name], facts)
+        runtime = RuntimeDir(config.host, launched.name)
+    except BaseException as e:  # never leave a guest without its supervisor
+        os.write(2, f"cove: cannot take over the launched container: {e!r}\n".encode())
+        for fd in (launched.notify_fd, launched.control_fd):
+            os.close(fd)
+        if launched.nspawn_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(launched.nspawn_pid, signal.SIGKILL)
+        raise
+    with contextlib.suppress(CoveError):
+        from cove import hostsfile
+
+        hostsfile.sync(config.host.hosts_file, config)
+    return Supervisor(r, facts, runtime, launched.report_fd).run(launched)

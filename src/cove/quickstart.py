@@ -1,0 +1,451 @@
+"""The launch-first path of `cove start` on the direct backend.
+
+nspawn needs about 50 ms to start a command container; loading cove, reading and checking the
+file and rendering cost more than that. So each start through the normal path leaves a *launch
+card*: that container's checked render as plain data, valid while the config file (device,
+inode, size, mtime, ctime), cove's code and systemd-nspawn's binary stay the same. The next
+`cove start NAME` reads the card with the cheapest modules of the standard library, launches
+nspawn at once and returns as soon as nspawn reports the container ready; only then does the
+supervisor load the rest of cove and take over as after a normal start.
+
+Anything out of the ordinary goes the normal way, which deals with it and says what happened:
+no card or a stale one, a running or left-over container, a container that needs host
+networking, a store image or the host image's generated /etc, not being root.
+
+Cards live in CARD_DIR (a tmpfs: gone at reboot), one file per config file and container,
+readable and writable by root only; `cove destroy` and a start that finds the container gone
+from its file remove them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import marshal
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # typing itself costs this path about 5 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cove.model import Config
+    from cove.render import HostFacts, Render
+
+CARD_DIR = "/run/cove-launch"
+CARD_FORMAT = 1
+SYSTEMD_RUNNING = "/run/systemd/system"
+
+
+def file_stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or written to."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def code_stamp() -> tuple[Any, ...]:
+    """cove's own code: a card written by other code is not trusted."""
+    from cove import __version__
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    newest = max(e.stat().st_mtime_ns for e in os.scandir(here) if e.name.endswith(".py"))
+    return (__version__, CARD_FORMAT, sys.version, newest)
+
+
+def card_path(config_path: str, name: str) -> str:
+    """A short file name for (file, name). hashlib would cost this path 3 ms; a checksum does,
+    since the card names its file and one of another file is never used."""
+    from zlib import crc32
+
+    digest = crc32(config_path.encode("utf-8", "surrogateescape"))
+    return os.path.join(CARD_DIR, f"{digest:08x}-{name}")
+
+
+# -- writing, after a start through the normal path --------------------------------------------
+def eligible(r: Render) -> bool:
+    layout = r.layout
+    return not (
+        r.net
+        or r.unsupported
+        or layout.host_base
+        or layout.base
+        or layout.files_dir
+        or r.container.archive_image
+    )
+
+
+def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
+    """Write the card of a container just started through the normal path (or remove a card
+    that no longer applies). Best effort: without a card the next start is only slower."""
+    from cove import cgroups, proc
+    from cove.model import Backend
+    from cove.recipes import recipe_of
+    from cove.runtimedir import RuntimeDir
+
+    c = r.container
+    path = card_path(config.path, c.name)
+    try:
+        nspawn = file_stamp(os.stat(r.argv[0]))
+        if (
+            not config.stamp
+            or facts.backend is not Backend.DIRECT
+            or not eligible(r)
+            or recipe_of(c.image, c.packages, facts.host.mirrors) is not None
+        ):
+            forget(config.path, c.name)
+            return
+        runtime = RuntimeDir(config.host, c.name)
+        group = cgroups.Group(f"{config.host.cgroup}/{c.name}")
+        layout = r.layout
+        card = {
+            "key": (config.stamp, code_stamp(), nspawn),
+            "config": config.path,
+            "name": c.name,
+            "auto_backend": config.host.backend is Backend.AUTO,
+            "runtime": str(runtime.path),
+            "notify": str(runtime.notify),
+            "control": str(runtime.control),
+            "status": str(runtime.status_file),
+            "cgroups": [str(p) for p in group.paths()],
+            "log": log,
+            "argv": list(r.argv),
+            "env": proc.clean_env([*r.env, ("NOTIFY_SOCKET", str(runtime.notify))]),
+            "exist": [
+                *r.required_paths,
+                *((c.image, os.path.join(c.image, "usr")) if c.directory_image else ()),
+            ],
+            "root": layout.root,
+            "lower": list(layout.lower),
+            "upper": layout.upper,
+            "work": layout.work,
+            "scratch": layout.scratch,
+            "scratch_size": layout.scratch_size,
+            "host_usr": layout.host_usr,
+            "timeout_start": float(c.timeout_start_sec),
+            "ephemeral": c.ephemeral,
+            "image": c.image,
+        }
+        os.makedirs(CARD_DIR, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(card))
+        os.replace(tmp, path)
+        _prune(config)
+    except (OSError, ValueError):
+        forget(config.path, c.name)
+
+
+def _prune(config: Config) -> None:
+    """Cards of containers this file no longer declares."""
+    forget_all(config.path, keep=set(config.containers))
+
+
+def forget_all(config_path: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Every card of a file, but those of `keep`."""
+    prefix = os.path.basename(card_path(config_path, ""))
+    try:
+        entries = os.listdir(CARD_DIR)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix) and entry[len(prefix) :] not in keep:
+            forget(config_path, entry[len(prefix) :])
+
+
+def forget(config_path: str, name: str) -> None:
+    try:
+        os.unlink(card_path(config_path, name))
+    except OSError:
+        pass
+
+
+# -- reading, at `cove start NAME` -------------------------------------------------------------
+def _request(argv: list[str]) -> tuple[str, str] | None:
+    """(config file, name) of `cove start [--config FILE] NAME`, or None for anything else."""
+    config = None
+    rest = list(argv)
+    if len(rest) >= 2 and rest[0] == "--config":
+        config, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--config="):
+        config, rest = rest[0].partition("=")[2], rest[1:]
+    if len(rest) != 2 or rest[0] != "start" or rest[1].startswith("-"):
+        return None
+    path = config or os.environ.get("COVE_CONFIG") or "/etc/cove/cove.toml"
+    return os.path.abspath(path), rest[1]
+
+
+def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
+    """The card and the config file's bytes, if the card is still true of the file."""
+    try:
+        held = os.stat(CARD_DIR)
+        if held.st_uid != 0 or held.st_mode & 0o077:
+            return None
+        with open(card_path(config_path, name), "rb") as f:
+            card = marshal.loads(f.read())
+        with open(config_path, "rb") as f:
+            data = f.read()
+            stamp = file_stamp(os.fstat(f.fileno()))
+        if not isinstance(card, dict) or card.get("name") != name:
+            return None
+        if card.get("config") != config_path:
+            return None
+        if card["auto_backend"] and os.path.isdir(SYSTEMD_RUNNING):
+            return None
+        key = (stamp, code_stamp(), file_stamp(os.stat(card["argv"][0])))
+        if card.get("key") != key:
+            return None
+        return card, data
+    except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
+        return None
+
+
+def start(argv: list[str]) -> int | None:
+    """`cove start NAME` through its card: the exit code, or None to take the normal path."""
+    request = _request(argv)
+    if request is None or os.geteuid() != 0:
+        return None
+    loaded = _load(*request)
+    if loaded is None:
+        return None
+    card, data = loaded
+    if not all(os.path.exists(p) for p in card["exist"]):
+        return None
+    claimed = _claim(card)
+    if claimed is None:
+        return None
+    lock_fd, log_fd = claimed
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the supervisor; exits through os._exit
+        code = 1
+        try:
+            os.close(report_r)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            code = _supervise(card, data, report_w)
+        finally:
+            os._exit(code)
+    os.close(report_w)
+    os.close(log_fd)
+    os.close(lock_fd)
+    with os.fdopen(report_r, "rb") as f:
+        line = f.readline()
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    if line.startswith(b'{"ok": true, "leader": '):
+        leader = line.partition(b'"leader": ')[2].rstrip(b"}\n").decode()
+        print(f"{card['name']}: started (leader PID {leader})")
+        return 0
+    from cove.cli import report_error
+    from cove.direct import start_failure
+
+    return report_error(start_failure(card["name"], line, card["log"]))
+
+
+def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
+    """Lock a new runtime dir and open the console log, or None (and nothing made) when the
+    container runs, was left over, or its cgroup is not free: the normal path sorts that out."""
+    runtime = card["runtime"]
+    os.makedirs(os.path.dirname(runtime), mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(runtime, 0o700)
+    except FileExistsError:
+        return None
+    fd = os.open(runtime, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # made by another start a moment ago: it owns it
+        os.close(fd)
+        return None
+    try:
+        if os.fstat(fd).st_nlink == 0 or any(_holds_processes(d) for d in card["cgroups"]):
+            raise FileExistsError
+        log = card["log"]
+        os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
+        try:
+            os.replace(log, log + ".1")
+        except FileNotFoundError:
+            pass
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.makedirs(card["root"], exist_ok=True)
+        if card["scratch"]:
+            os.makedirs(card["scratch"], exist_ok=True)
+        else:
+            for d in (card["upper"], card["work"]):
+                os.makedirs(d, mode=0o755, exist_ok=True)
+            os.chmod(os.path.dirname(card["upper"]), 0o700)
+    except OSError:
+        _remove_runtime(card)
+        os.close(fd)
+        return None
+    return fd, log_fd
+
+
+def _holds_processes(group: str) -> bool:
+    for top, _, files in os.walk(group):
+        if "cgroup.procs" in files:
+            with open(os.path.join(top, "cgroup.procs"), "rb") as f:
+                if f.read().strip():
+                    return True
+    return False
+
+
+def _remove_runtime(card: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    from cove.trees import remove_tree
+
+    try:
+        remove_tree(Path(card["runtime"]))
+    except OSError:
+        pass
+
+
+# -- the supervisor's first moments ------------------------------------------------------------
+def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
+    """Launch nspawn, wait for READY=1 (or its exit, the start timeout, a signal), tell
+    `cove start`, then load the rest of cove and carry on as the normal supervisor."""
+    import _signal  # type: ignore[import-not-found]  # signal.py would load enum
+    import _socket
+    import select
+
+    notify = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    notify.bind(card["notify"])
+    control = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    control.bind(card["control"])
+    control.listen(16)
+    began, started_at = time.monotonic(), time.time()
+    stop = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    _signal.set_wakeup_fd(wake_w)
+    for sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+        _signal.signal(sig, lambda *_: stop.append(True))
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
+    launch_error = None
+    try:
+        nspawn: int | None = _launch(card)
+    except OSError as e:
+        nspawn, launch_error = None, str(e)
+    for d in card["cgroups"]:  # the supervisor's own place, beside nspawn's
+        _join(os.path.join(d, "cove"))
+    deadline = began + card["timeout_start"]
+    leader: int | None = None
+    ready = False
+    recent: list[str] = []
+    while nspawn and not (ready or stop) and time.monotonic() < deadline:
+        readable, _, _ = select.select(
+            [notify.fileno(), wake_r], [], [], max(0.0, deadline - time.monotonic())
+        )
+        if wake_r in readable:
+            os.read(wake_r, 512)
+            if os.waitid(os.P_PID, nspawn, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                break
+        if notify.fileno() in readable:
+            for line in notify.recv(4096).decode(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key == "X_NSPAWN_LEADER_PID" and value.isdigit():
+                    leader = int(value)
+                elif key == "READY" and value == "1":
+                    ready = True
+                elif key == "STATUS":
+                    recent.append(value)
+    if ready and nspawn:
+        _write_status(card, nspawn, leader, started_at)
+        os.write(report, f'{{"ok": true, "leader": {leader}}}\n'.encode())
+        os.close(report)
+    os.close(wake_r)
+    os.close(wake_w)
+    from cove.supervisor import Launched, adopt
+
+    return adopt(
+        Launched(
+            config_path=card["config"],
+            config_data=data,
+            name=card["name"],
+            report_fd=None if ready else report,
+            notify_fd=notify.detach(),
+            control_fd=control.detach(),
+            nspawn_pid=nspawn,
+            launch_error=launch_error,
+            leader=leader,
+            ready=ready,
+            stop_requested=bool(stop),
+            started=began,
+            started_at=started_at,
+            recent=recent,
+        )
+    )
+
+
+def _launch(card: dict[str, Any]) -> int:
+    """Fork, join the nspawn cgroup, mount the root and exec nspawn; its PID, or the reason
+    it could not run as an OSError."""
+    import _signal  # signal.py would load enum
+
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, then execs
+        try:
+            os.close(err_r)
+            for sig in (_signal.SIGPIPE, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+                _signal.signal(sig, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            _signal.set_wakeup_fd(-1)
+            for d in card["cgroups"]:
+                _join(os.path.join(d, "nspawn"))
+            from cove import overlay
+
+            overlay.mount_root(
+                card["root"],
+                card["lower"],
+                card["upper"],
+                card["work"],
+                card["scratch"],
+                card["scratch_size"],
+                card["host_usr"],
+            )
+            os.execve(card["argv"][0], card["argv"], card["env"])
+        except BaseException as e:
+            try:
+                os.write(err_w, f"{type(e).__name__}: {e}".encode())
+            except BaseException:
+                pass
+        os._exit(127)
+    os.close(err_w)
+    with os.fdopen(err_r, "rb") as f:
+        failure = f.read().decode(errors="replace")
+    if failure:
+        os.waitpid(pid, 0)
+        raise OSError(failure)
+    return pid
+
+
+def _join(group: str) -> None:
+    os.makedirs(group, exist_ok=True)
+    with open(os.path.join(group, "cgroup.procs"), "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _write_status(card: dict[str, Any], nspawn: int, leader: int | None, started_at: float) -> None:
+    """The status file `cove status` reads, as the normal supervisor writes it once ready."""
+    from _json import encode_basestring_ascii as quote
+
+    lower = ", ".join(quote(p) for p in card["lower"])
+    text = (
+        f'{{"boots": 1, "ephemeral": {"true" if card["ephemeral"] else "false"}, '
+        f'"image": {quote(card["image"])}, "leader": {"null" if leader is None else leader}, '
+        f'"lower": [{lower}], "name": {quote(card["name"])}, "nspawn": {nspawn}, '
+        f'"started_at": {started_at!r}, "state": "running", "supervisor": {os.getpid()}, '
+        f'"version": 1}}\n'
+    )
+    tmp = card["status"] + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, card["status"])

@@ -479,6 +479,96 @@ def test_a_routed_network_with_forwards_and_a_bridge_on_the_systemd_backend(
     th.run(["ip", "link", "delete", "br-th"], check=True)
 
 
+FAR_SERVER = (
+    "import socket; s = socket.create_server(('0.0.0.0', 7000)); "
+    "[c.sendall(a[0].encode()) or c.close() for c, a in iter(s.accept, None)]"
+)
+ASK_FAR = (
+    "import socket; c = socket.create_connection(('10.97.0.2', 7000), timeout=3); "
+    "print(c.recv(100).decode())"
+)
+
+
+def test_v6_moved_interfaces_macvlans_extra_veths_and_nat_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    """The rest of the direct backend's network scenarios, on units: an IPv6-only veth with
+    a forward, a moved interface and a macvlan (veth ends stand in for physical ones), an
+    extra veth, and NAT through an uplink to a namespace playing the outside world."""
+    setup = [
+        "ip link add th-moved type veth peer name th-movedp",
+        "ip link add th-parent type veth peer name th-parentp",
+        "ip link set th-parent up",
+        "ip netns add far",
+        "ip link add th-up type veth peer name eth0 netns far",
+        "ip addr add 10.97.0.1/24 dev th-up",
+        "ip link set th-up up",
+        "ip -n far addr add 10.97.0.2/24 dev eth0",
+        "ip -n far link set eth0 up",
+        "ip -n far link set lo up",
+    ]
+    for line in setup:
+        th.run(line.split(), check=True)
+    th.run(["systemd-run", "--unit=far-server", "ip", "netns", "exec", "far", "python3", "-c",
+            FAR_SERVER], check=True)  # fmt: skip
+    try:
+        httpd = '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]'
+        th.write(
+            CONFIG,
+            '[host]\nnat-interface = "th-up"\n'
+            + textwrap.dedent(f"""
+            [containers.six]
+            image = "{BUSYBOX}"
+            boot = false
+            ephemeral = true
+            command = {httpd}
+            files = {{ "/www/index.html" = "six\\n" }}
+            private-network = true
+            host-address6 = "fd98::1"
+            local-address6 = "fd98::2"
+            forward-ports = [{{ host-port = 8086, container-port = 80 }}]
+            interfaces = ["th-moved"]
+            macvlans = ["th-parent"]
+            [containers.six.extra-veths.x-six]
+            host-address = "10.99.0.1"
+            local-address = "10.99.0.2"
+            local-mac-address = "02:00:00:00:99:02"
+            [containers.natted]
+            boot = false
+            ephemeral = true
+            command = ["/bin/sleep", "infinity"]
+            private-network = true
+            host-address = "10.98.0.1"
+            local-address = "10.98.0.2"
+            nat = true
+            """),
+        )
+        cove(th, "start", "six", "natted", check=True)
+        inside = th.run(["cove", "run", "six", "--", "ip", "-o", "link"], check=True).stdout
+        names = {line.split(":")[1].strip().split("@")[0] for line in inside.splitlines()}
+        assert {"th-moved", "mv-th-parent", "x-six"} <= names
+        mac = th.run(["cove", "run", "six", "--", "ip", "link", "show", "x-six"]).stdout
+        assert "link/ether 02:00:00:00:99:02 " in mac
+        fetch = ["python3", "-c", FETCH]
+        assert th.run([*fetch, "http://[fd98::2]/"]).stdout == "six\n"  # the v6 veth
+        assert th.run([*fetch, "http://[fd98::1]:8086/"]).stdout == "six\n"  # the v6 forward
+        assert th.run([*fetch, "http://10.99.0.2/"]).stdout == "six\n"  # the extra veth
+        seen = th.run(["cove", "run", "natted", "--", "python3", "-c", ASK_FAR])
+        assert seen.stdout == "10.97.0.1\n", seen.stderr  # masqueraded behind the uplink
+        cove(th, "stop", "six", "natted", check=True)
+        links = th.run(["ip", "-o", "link"]).stdout
+        assert "th-moved:" in links, "a moved interface comes back to the host at stop"
+        assert "x-six" not in links and "ve-six" not in links and "ve-natted" not in links
+        namespaces = th.run(["ip", "netns", "list"]).stdout.splitlines()
+        assert [line.split()[0] for line in namespaces] == ["far"]
+        assert "cove" not in th.run(["nft", "list", "tables"]).stdout
+        assert leftovers(th, "six") == [] and leftovers(th, "natted") == []
+    finally:
+        th.run(["systemctl", "stop", "far-server"])
+        for line in ("ip netns delete far", "ip link delete th-moved", "ip link delete th-parent"):
+            th.run(line.split())
+
+
 def test_a_running_container_dropped_from_the_file_is_stopped_and_cleaned_up(
     th: TestHost,
 ) -> None:

@@ -479,6 +479,15 @@ def test_a_routed_network_with_forwards_and_a_bridge_on_the_systemd_backend(
     th.run(["ip", "link", "delete", "br-th"], check=True)
 
 
+NETCHECK = """[Unit]
+Description=reach the host during boot
+Before=multi-user.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/python3 -c "import socket; socket.create_connection(('10.83.0.1', 9999), 5)"
+"""
+NETCHECK_WANTED = "[Unit]\\nWants=netcheck.service\\n"  # a drop-in: `files` writes no symlinks
 FAR_SERVER = (
     "import socket; s = socket.create_server(('0.0.0.0', 7000)); "
     "[c.sendall(a[0].encode()) or c.close() for c, a in iter(s.accept, None)]"
@@ -567,6 +576,39 @@ def test_v6_moved_interfaces_macvlans_extra_veths_and_nat_on_the_systemd_backend
         th.run(["systemctl", "stop", "far-server"])
         for line in ("ip netns delete far", "ip link delete th-moved", "ip link delete th-parent"):
             th.run(line.split())
+
+
+def test_a_booted_guest_reaches_the_host_while_it_boots_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    """The unit builds the network in ExecStartPre=, before nspawn: a guest service ordered
+    before multi-user.target that needs the host address succeeds."""
+    th.run(["systemd-run", "--unit=boot-listener", "python3", "-m", "http.server", "9999",
+            "--bind", "0.0.0.0"], check=True)  # fmt: skip
+    try:
+        unit = NETCHECK.replace("\n", "\\n").replace('"', '\\"')
+        declare(
+            th,
+            f"""
+            [containers.netboot]
+            ephemeral = true
+            private-network = true
+            host-address = "10.83.0.1"
+            local-address = "10.83.0.2"
+            [containers.netboot.files]
+            "/etc/systemd/system/netcheck.service" = "{unit}"
+            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{NETCHECK_WANTED}"
+            """,
+        )
+        cove(th, "start", "netboot", check=True)
+        check = th.run(["cove", "run", "netboot", "--", "systemctl", "is-active", "netcheck"])
+        assert check.stdout == "active\n", cove(th, "logs", "netboot", "-n", "40")
+        state = th.run(["cove", "run", "netboot", "--", "systemctl", "is-system-running"])
+        assert state.stdout == "running\n"
+        cove(th, "stop", "netboot", check=True)
+        assert leftovers(th, "netboot") == []
+    finally:
+        th.run(["systemctl", "stop", "boot-listener"])
 
 
 def test_a_running_container_dropped_from_the_file_is_stopped_and_cleaned_up(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -422,3 +423,26 @@ def test_autostart_starts_exactly_the_auto_start_containers(
     again = cove_host.cove("autostart", check=True).stdout
     assert again.startswith(f"{early}: already running")
     cove_host.cove("stop", early, check=True)
+
+
+TERMINAL_CHECK = "test -t 0 && test -t 1 && stty size; read x; echo got $x; exit 3"
+
+
+def on_a_terminal(cove_argv: list[str]) -> list[str]:
+    """`cove run` as typed at a terminal: util-linux script gives it a pseudo-terminal of
+    33 rows and 101 columns and returns its exit code."""
+    line = " ".join(shlex.quote(a) for a in cove_argv)
+    return ["script", "-qec", f"stty rows 33 cols 101; {line}", "/dev/null"]
+
+
+def test_run_works_on_a_terminal(cove_host: Host, busybox_image: Path) -> None:
+    name = cove_host.name("tty")
+    cove_host.write(app(cove_host, "tty", busybox_image))
+    cove_host.cove("start", name, check=True)
+    argv = on_a_terminal([*COVE, "run", name, "--", "sh", "-c", TERMINAL_CHECK])
+    env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
+    typed = subprocess.run(argv, input="hello\n", capture_output=True, text=True, env=env)
+    cove_host.cove("stop", name, check=True)
+    assert typed.returncode == 3, typed.stdout + typed.stderr
+    out = typed.stdout.replace("\r", "")
+    assert "33 101\n" in out and "got hello\n" in out

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import CACHE
 from tests.images import busybox_tree
+from tests.test_e2e_busybox import TERMINAL_CHECK, on_a_terminal
 from tests.testhost import TestHost, tree, wheel
 
 pytestmark = pytest.mark.e2e
@@ -632,3 +633,23 @@ def test_a_running_container_dropped_from_the_file_is_stopped_and_cleaned_up(
     assert "ve-dropped" not in th.run(["ip", "-o", "link"]).stdout
     assert th.run(["ip", "netns", "list"]).stdout == ""
     assert leftovers(th, "dropped") == []
+
+
+def test_run_works_on_a_terminal_on_the_systemd_backend(th: TestHost) -> None:
+    declare(
+        th,
+        f"""
+        [containers.tty]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """,
+    )
+    cove(th, "start", "tty", check=True)
+    argv = on_a_terminal(["cove", "run", "tty", "--", "sh", "-c", TERMINAL_CHECK])
+    typed = th.run(argv, input="hello\n")
+    cove(th, "stop", "tty", check=True)
+    assert typed.returncode == 3, typed.stdout + typed.stderr
+    out = typed.stdout.replace("\r", "")
+    assert "33 101\n" in out and "got hello\n" in out

@@ -653,3 +653,37 @@ def test_run_works_on_a_terminal_on_the_systemd_backend(th: TestHost) -> None:
     assert typed.returncode == 3, typed.stdout + typed.stderr
     out = typed.stdout.replace("\r", "")
     assert "33 101\n" in out and "got hello\n" in out
+
+
+def test_auto_start_containers_come_back_when_the_host_reboots() -> None:
+    """A host of its own whose root outlives a reboot, as a real one's does."""
+    host = TestHost(
+        secrets.token_hex(3), tree(CACHE), wheel(CACHE), {BUSYBOX: busybox_tree(CACHE)},
+        persistent=True,
+    )  # fmt: skip
+    try:
+        host.boot()
+        declare(
+            host,
+            f"""
+            [containers.early]
+            image = "{BUSYBOX}"
+            boot = false
+            auto-start = true
+            command = ["/bin/sh", "-c", "exec sleep 1000"]
+            [containers.late]
+            image = "{BUSYBOX}"
+            boot = false
+            command = ["/bin/sh", "-c", "exec sleep 1000"]
+            """,
+        )
+        assert cove(host, "autostart", check=True).startswith("early: started")
+        boot_id = ["cat", "/proc/sys/kernel/random/boot_id"]
+        before = host.run(["cove", "run", "early", "--", *boot_id], check=True).stdout
+        host.reboot()
+        assert host.wait_until(["cove", "status", "early"], "up\n") == "up\n"
+        assert cove(host, "status", "late") == "down\n"
+        after = host.run(["cove", "run", "early", "--", *boot_id], check=True).stdout
+        assert after != before  # the container booted again, it did not merely survive
+    finally:
+        assert host.stop(), "the test host did not power off in time"

@@ -81,7 +81,12 @@ class TestHost:
 
     __test__ = False  # a helper, not a pytest test class
 
-    def __init__(self, tag: str, root: Path, wheels: Path, binds: dict[str, Path]) -> None:
+    def __init__(
+        self, tag: str, root: Path, wheels: Path, binds: dict[str, Path], persistent: bool = False
+    ) -> None:
+        """`persistent`: what it writes outlives a reboot (an overlay whose upper layer is in
+        its work dir, instead of nspawn's tmpfs overlay), so that `reboot` can be tested."""
+        self.persistent = persistent
         self.tag = tag
         self.machine = f"th-{tag}"
         self.work = Path(f"/var/tmp/cove-testhost-{tag}")
@@ -100,9 +105,40 @@ class TestHost:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.work / "notify"))
         threading.Thread(target=self._read_notify, daemon=True).start()
+        self._launch()
+        self.run(
+            ["python3", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+             "--break-system-packages", *(str(Path("/wheels", w.name))
+                                          for w in self.wheels.glob("*.whl"))],
+            check=True,
+        )  # fmt: skip
+
+    def reboot(self, timeout: float = STOP_TIMEOUT) -> None:
+        """`systemctl reboot` inside, then boot it again as its host would (nspawn exits
+        with 133 for a reboot)."""
+        assert self.nspawn is not None
+        self.run(["systemctl", "reboot"])  # may be cut short by the shutdown itself
+        status = self.nspawn.wait(timeout)
+        assert status == 133, f"test host exited {status} for a reboot"
+        self.ready.clear()
+        self.leader = None
+        self._launch()
+
+    def _launch(self) -> None:
+        if self.persistent:
+            top = self.work / "root"
+            for d in ("upper", "work", "root"):
+                (self.work / d).mkdir(exist_ok=True)
+            mount = 'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"'
+            prefix = ["unshare", "--mount", "--propagation=slave", "--", "sh", "-c",
+                      f'{mount} && shift 4 && exec "$@"', "sh", str(self.root),
+                      str(self.work / "upper"), str(self.work / "work"), str(top)]  # fmt: skip
+            where = [f"--directory={top}"]
+        else:
+            prefix, where = [], [f"--directory={self.root}", "--volatile=overlay"]
         argv = [
-            NSPAWN, "--quiet", "--register=no", "--keep-unit", "--notify-ready=yes", "--boot",
-            f"--directory={self.root}", "--volatile=overlay", f"--machine={self.machine}",
+            *prefix, NSPAWN, "--quiet", "--register=no", "--keep-unit", "--notify-ready=yes",
+            "--boot", *where, f"--machine={self.machine}",
             # A network of its own: the systemd backend's networks stay inside it.
             "--private-network",
             # overlayfs refuses an upper layer on overlayfs (the test host's root).
@@ -117,7 +153,7 @@ class TestHost:
             "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
         }
         self.group.create()
-        with open(self.work / "console.log", "wb") as console:
+        with open(self.work / "console.log", "ab") as console:
             self.nspawn = subprocess.Popen(
                 argv,
                 env=env,
@@ -128,12 +164,6 @@ class TestHost:
             )
         if not self.ready.wait(BOOT_TIMEOUT) or self.leader is None:
             raise AssertionError(f"test host not ready:\n{self.console()[-3000:]}")
-        self.run(
-            ["python3", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-             "--break-system-packages", *(str(Path("/wheels", w.name))
-                                          for w in self.wheels.glob("*.whl"))],
-            check=True,
-        )  # fmt: skip
 
     def _read_notify(self) -> None:
         """Read for its whole life: nspawn blocks once nobody reads its notify socket."""

@@ -687,3 +687,41 @@ def test_auto_start_containers_come_back_when_the_host_reboots() -> None:
         assert after != before  # the container booted again, it did not merely survive
     finally:
         assert host.stop(), "the test host did not power off in time"
+
+
+HANG = """[Unit]
+Description=never lets the guest power off
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sleep infinity
+TimeoutStopSec=infinity
+"""
+
+
+def test_a_booted_guest_that_never_powers_off_is_gone_after_the_stop_timeout(
+    th: TestHost,
+) -> None:
+    unit = HANG.replace("\n", "\\n")
+    wanted = NETCHECK_WANTED.replace("netcheck", "hang")
+    declare(
+        th,
+        f"""
+        [containers.hangs]
+        ephemeral = true
+        timeout-stop-sec = 3
+        [containers.hangs.files]
+        "/etc/systemd/system/hang.service" = "{unit}"
+        "/etc/systemd/system/multi-user.target.d/hang.conf" = "{wanted}"
+        """,
+    )
+    cove(th, "start", "hangs", check=True)
+    active = th.run(["cove", "run", "hangs", "--", "systemctl", "is-active", "hang"]).stdout
+    assert active == "active\n"
+    stopped = th.run(["cove", "stop", "hangs"], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    journal = th.run(["journalctl", "-u", "cove@hangs.service", "--no-pager"]).stdout
+    assert "timed out. Killing." in journal, journal[-2000:]
+    assert leftovers(th, "hangs") == []
+    assert cove(th, "status", "hangs", check=True) == "down\n"

@@ -8,6 +8,7 @@ import pytest
 
 from cove import cgroups
 from tests.conftest import Host
+from tests.guest_units import HANG, as_toml, wanted
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +176,26 @@ def test_login_gives_the_guest_login_prompt_on_a_terminal(cove_host: Host) -> No
         os.close(terminal)
     assert f"{name} login:".encode() in seen
     cove_host.cove("stop", name, check=True)
+
+
+def test_a_booted_guest_that_never_powers_off_is_killed_after_the_stop_timeout(
+    cove_host: Host,
+) -> None:
+    name = cove_host.name("hangs")
+    unit = as_toml(HANG)
+    cove_host.write(f"""
+        [containers.{name}]
+        ephemeral = true
+        timeout-stop-sec = 3
+        [containers.{name}.files]
+        "/etc/systemd/system/hang.service" = "{unit}"
+        "/etc/systemd/system/multi-user.target.d/hang.conf" = "{wanted("hang")}"
+        """)
+    before = cove_host.snapshot()
+    cove_host.cove("start", name, check=True)
+    active = cove_host.cove("run", name, "--", "systemctl", "is-active", "hang").stdout
+    assert active == "active\n"
+    assert cove_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
+    assert "still running 3s after stop; killing it" in cove_host.log(name)
+    assert cove_host.cove("status", name).stdout == "down\n"
+    assert cove_host.snapshot() == before

@@ -15,6 +15,7 @@ import pytest
 
 from cove import netnames
 from tests.conftest import COVE, Host, ip_json
+from tests.guest_units import NETCHECK, as_toml, wanted
 from tests.test_e2e_busybox import app
 
 pytestmark = pytest.mark.e2e
@@ -299,19 +300,6 @@ def test_forwarded_ports_from_other_hosts_the_host_and_localhost(
     assert _fetch(other, "http://10.92.0.1:8080/").startswith("failed")
 
 
-NETCHECK = """[Unit]
-Description=reach the host during boot
-Before=multi-user.target
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/bin/python3 -c "import socket; socket.create_connection(('10.83.0.1', 9999), 5)"
-"""
-
-
-WANTS = "[Unit]\\nWants=netcheck.service\\n"  # a drop-in: `files` writes no symlinks
-
-
 def test_a_booted_guest_reaches_the_host_while_it_boots(net_host: Host) -> None:
     assert net_host.netns
     listener = subprocess.Popen(
@@ -321,7 +309,7 @@ def test_a_booted_guest_reaches_the_host_while_it_boots(net_host: Host) -> None:
     )  # fmt: skip
     try:
         name = net_host.name("boot")
-        unit = NETCHECK.replace("\n", "\\n").replace('"', '\\"')
+        unit = as_toml(NETCHECK)
         net_host.write(f"""
             [containers.{name}]
             ephemeral = true
@@ -330,7 +318,7 @@ def test_a_booted_guest_reaches_the_host_while_it_boots(net_host: Host) -> None:
             local-address = "10.83.0.2"
             [containers.{name}.files]
             "/etc/systemd/system/netcheck.service" = "{unit}"
-            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{WANTS}"
+            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{wanted("netcheck")}"
             """)
         net_host.cove("start", name, check=True)
         check = net_host.cove("run", name, "--", "systemctl", "is-active", "netcheck.service")

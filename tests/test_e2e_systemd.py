@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CACHE
+from tests.guest_units import HANG, NETCHECK, as_toml, wanted
 from tests.images import busybox_tree
 from tests.test_e2e_busybox import TERMINAL_CHECK, on_a_terminal
 from tests.testhost import TestHost, tree, wheel
@@ -480,15 +481,6 @@ def test_a_routed_network_with_forwards_and_a_bridge_on_the_systemd_backend(
     th.run(["ip", "link", "delete", "br-th"], check=True)
 
 
-NETCHECK = """[Unit]
-Description=reach the host during boot
-Before=multi-user.target
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/bin/python3 -c "import socket; socket.create_connection(('10.83.0.1', 9999), 5)"
-"""
-NETCHECK_WANTED = "[Unit]\\nWants=netcheck.service\\n"  # a drop-in: `files` writes no symlinks
 FAR_SERVER = (
     "import socket; s = socket.create_server(('0.0.0.0', 7000)); "
     "[c.sendall(a[0].encode()) or c.close() for c, a in iter(s.accept, None)]"
@@ -587,7 +579,7 @@ def test_a_booted_guest_reaches_the_host_while_it_boots_on_the_systemd_backend(
     th.run(["systemd-run", "--unit=boot-listener", "python3", "-m", "http.server", "9999",
             "--bind", "0.0.0.0"], check=True)  # fmt: skip
     try:
-        unit = NETCHECK.replace("\n", "\\n").replace('"', '\\"')
+        unit = as_toml(NETCHECK)
         declare(
             th,
             f"""
@@ -598,7 +590,7 @@ def test_a_booted_guest_reaches_the_host_while_it_boots_on_the_systemd_backend(
             local-address = "10.83.0.2"
             [containers.netboot.files]
             "/etc/systemd/system/netcheck.service" = "{unit}"
-            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{NETCHECK_WANTED}"
+            "/etc/systemd/system/multi-user.target.d/netcheck.conf" = "{wanted("netcheck")}"
             """,
         )
         cove(th, "start", "netboot", check=True)
@@ -689,22 +681,10 @@ def test_auto_start_containers_come_back_when_the_host_reboots() -> None:
         assert host.stop(), "the test host did not power off in time"
 
 
-HANG = """[Unit]
-Description=never lets the guest power off
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/true
-ExecStop=/bin/sleep infinity
-TimeoutStopSec=infinity
-"""
-
-
 def test_a_booted_guest_that_never_powers_off_is_gone_after_the_stop_timeout(
     th: TestHost,
 ) -> None:
-    unit = HANG.replace("\n", "\\n")
-    wanted = NETCHECK_WANTED.replace("netcheck", "hang")
+    unit = as_toml(HANG)
     declare(
         th,
         f"""
@@ -713,7 +693,7 @@ def test_a_booted_guest_that_never_powers_off_is_gone_after_the_stop_timeout(
         timeout-stop-sec = 3
         [containers.hangs.files]
         "/etc/systemd/system/hang.service" = "{unit}"
-        "/etc/systemd/system/multi-user.target.d/hang.conf" = "{wanted}"
+        "/etc/systemd/system/multi-user.target.d/hang.conf" = "{wanted("hang")}"
         """,
     )
     cove(th, "start", "hangs", check=True)

@@ -148,3 +148,28 @@ def test_destroy_and_a_dropped_container_remove_cards(cove_host: Host, busybox_i
     declare(cove_host, keep, busybox_image)
     start_stop(cove_host, keep)
     assert card_of(cove_host, keep).exists() and not card_of(cove_host, drop).exists()
+
+
+@pytest.mark.e2e
+def test_a_booted_host_image_container_starts_from_its_card(cove_host: Host) -> None:
+    name = cove_host.name("hostq")
+    cove_host.write(f"[containers.{name}]\nephemeral = true\n")
+    before = cove_host.snapshot()
+    for carded in (False, True):
+        cove_host.cove("start", name, check=True)
+        state = cove_host.cove("run", name, "--", "systemctl", "is-system-running")
+        assert state.stdout == "running\n"
+        assert cove_host.cove("run", name, "--", "hostname").stdout == f"{name}\n"
+        assert (LAUNCHED_FROM_CARD in cove_host.log(name)) is carded
+        cove_host.cove("stop", name, check=True)
+    assert cove_host.snapshot() == before
+
+    # A card made for another generated root (the host's /etc changed since) is not used.
+    card_file = card_of(cove_host, name)
+    card = marshal.loads(card_file.read_bytes())
+    card["host_key"] = "0" * 16
+    card_file.write_bytes(marshal.dumps(card))
+    cove_host.cove("start", name, check=True)
+    assert LAUNCHED_FROM_CARD not in cove_host.log(name)
+    cove_host.cove("stop", name, check=True)
+    assert marshal.loads(card_file.read_bytes())["host_key"] != "0" * 16

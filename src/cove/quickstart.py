@@ -10,7 +10,8 @@ supervisor load the rest of cove and take over as after a normal start.
 
 Anything out of the ordinary goes the normal way, which deals with it and says what happened:
 no card or a stale one, a running or left-over container, a container that needs host
-networking, a store image or the host image's generated /etc, not being root.
+networking, a store image or `files`, a host /etc changed since the host image's generated root
+was made, not being root.
 
 Cards live in CARD_DIR (a tmpfs: gone at reboot), one file per config file and container,
 readable and writable by root only; `cove destroy` and a start that finds the container gone
@@ -63,20 +64,13 @@ def card_path(config_path: str, name: str) -> str:
 # -- writing, after a start through the normal path --------------------------------------------
 def eligible(r: Render) -> bool:
     layout = r.layout
-    return not (
-        r.net
-        or r.unsupported
-        or layout.host_base
-        or layout.base
-        or layout.files_dir
-        or r.container.archive_image
-    )
+    return not (r.net or r.unsupported or layout.files_dir or r.container.archive_image)
 
 
 def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
     """Write the card of a container just started through the normal path (or remove a card
     that no longer applies). Best effort: without a card the next start is only slower."""
-    from cove import cgroups, proc
+    from cove import cgroups, hostetc, proc
     from cove.model import Backend
     from cove.recipes import recipe_of
     from cove.runtimedir import RuntimeDir
@@ -120,6 +114,10 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
             "scratch": layout.scratch,
             "scratch_size": layout.scratch_size,
             "host_usr": layout.host_usr,
+            # The host image: the generated root the card was made with, and this one's layer.
+            "host_base": layout.host_base,
+            "host_key": hostetc.host_base_key() if layout.host_base else None,
+            "base": layout.base,
             "timeout_start": float(c.timeout_start_sec),
             "ephemeral": c.ephemeral,
             "image": c.image,
@@ -208,7 +206,7 @@ def start(argv: list[str]) -> int | None:
     if loaded is None:
         return None
     card, data = loaded
-    if not all(os.path.exists(p) for p in card["exist"]):
+    if not all(os.path.exists(p) for p in card["exist"]) or not _host_base_current(card):
         return None
     claimed = _claim(card)
     if claimed is None:
@@ -273,6 +271,10 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
             pass
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.makedirs(card["root"], exist_ok=True)
+        if card["base"]:
+            from cove.hostetc import write_container_layer
+
+            write_container_layer(card["base"], card["name"])
         if card["scratch"]:
             os.makedirs(card["scratch"], exist_ok=True)
         else:
@@ -284,6 +286,20 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
         os.close(fd)
         return None
     return fd, log_fd
+
+
+def _host_base_current(card: dict[str, Any]) -> bool:
+    """The host image's generated root is the one for the host's /etc as it is now (else the
+    normal path makes the new one)."""
+    if not card["host_base"]:
+        return True
+    from cove.hostetc import host_base_key
+
+    key = host_base_key()
+    try:
+        return bool(key == card["host_key"] and os.readlink(card["host_base"]) == f"host-{key}")
+    except OSError:
+        return False
 
 
 def _holds_processes(group: str) -> bool:

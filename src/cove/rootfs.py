@@ -5,58 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from pathlib import Path
 
 from cove import guestfiles, overlay
 from cove.errors import CoveError
+from cove.hostetc import HOST_ETC, MERGED_USR, host_base_key, write_container_layer
 from cove.render import RootLayout
 from cove.trees import remove_tree
 
-# Files of the host's /etc that a guest sharing the host's /usr needs to work like the host:
-# accounts, name service, PAM, the dynamic linker cache, command alternatives, time zone.
-HOST_ETC = (
-    "passwd",
-    "group",
-    "nsswitch.conf",
-    "pam.d",
-    "pam.conf",
-    "security",
-    "login.defs",
-    "profile",
-    "profile.d",
-    "bash.bashrc",
-    "environment",
-    "default",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "ld.so.cache",
-    "alternatives",
-    "localtime",
-    "timezone",
-    "shells",
-    "inputrc",
-    "locale.gen",
-    "locale.alias",
-    "terminfo",
-    "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "mime.types",
-    "services",
-    "protocols",
-    "rpc",
-    "ethertypes",
-    "networks",
-    "host.conf",
-    "gai.conf",
-    "adduser.conf",
-    "deluser.conf",
-    "skel",
-    "subuid",
-    "subgid",
-)
-MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 EMPTY_DIRS = (
     "dev",
     "proc",
@@ -73,36 +29,6 @@ EMPTY_DIRS = (
     "media",
     "usr",
 )
-
-
-HOST_BASE_VERSION = 1  # bump when the generated tree changes shape
-
-
-def host_base_key() -> str:
-    """Identity of the generated host root: everything it is made of, read by lstat only, so
-    an edit of any copied /etc file (or a package changing /etc/alternatives) makes a new one."""
-    import hashlib
-
-    digest = hashlib.sha256(f"cove host base {HOST_BASE_VERSION}\n".encode())
-
-    def add(path: str) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-        line = f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_uid}\0{target}\n"
-        digest.update(line.encode(errors="surrogateescape"))
-        if stat.S_ISDIR(st.st_mode):
-            with os.scandir(path) as entries:
-                for name in sorted(e.name for e in entries):
-                    add(os.path.join(path, name))
-
-    for link in MERGED_USR:
-        add(f"/{link}")
-    for entry in HOST_ETC:
-        add(f"/etc/{entry}")
-    return digest.hexdigest()[:16]
 
 
 def ensure_host_base(link: Path) -> Path:
@@ -163,17 +89,6 @@ def write_host_base(base: Path) -> None:
     # Empty: systemd derives a fresh machine ID from the container UUID (DESIGN §6).
     (etc / "machine-id").write_text("")
     (etc / "os-release").symlink_to("../usr/lib/os-release")
-
-
-def write_container_layer(layer: Path, name: str) -> None:
-    """What differs between containers on the host image, laid over the shared root."""
-    remove_tree(layer)
-    etc = layer / "etc"
-    etc.mkdir(mode=0o755, parents=True)
-    (etc / "hostname").write_text(f"{name}\n")
-    (etc / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
-    )
 
 
 def _write_locked_shadow(etc: Path) -> None:

@@ -705,3 +705,43 @@ def test_a_booted_guest_that_never_powers_off_is_gone_after_the_stop_timeout(
     assert "timed out. Killing." in journal, journal[-2000:]
     assert leftovers(th, "hangs") == []
     assert cove(th, "status", "hangs", check=True) == "down\n"
+
+
+def test_apply_on_the_systemd_backend_creates_updates_in_place_and_removes(
+    th: TestHost,
+) -> None:
+    sleeper = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]'
+    web = f"""
+        [containers.aweb]
+        ephemeral = true
+        auto-start = true
+        [containers.aweb.files]
+        "/etc/motd" = "MOTD\\n"
+        [containers.ajob]
+        image = "{BUSYBOX}"
+        {sleeper}
+        """
+    declare(th, web.replace("MOTD", "one"))
+    done = cove(th, "apply", check=True)
+    assert "aweb: started" in done and "ajob: created" in done
+    assert th.run(["systemctl", "is-enabled", "cove@aweb.service"]).stdout == "enabled\n"
+    assert th.run(["test", "-f", "/etc/systemd/system/cove@ajob.service"]).returncode == 0
+    boot_id = ["cat", "/proc/sys/kernel/random/boot_id"]
+    before = th.run(["cove", "run", "aweb", "--", *boot_id], check=True).stdout
+    assert cove(th, "apply", check=True) == "nothing to do: the host is as the file says\n"
+
+    declare(th, web.replace("MOTD", "two"))
+    assert "aweb  update  files" in cove(th, "plan", check=True)
+    assert cove(th, "apply", check=True) == "aweb: updated (files)\n"
+    assert th.run(["cove", "run", "aweb", "--", "cat", "/etc/motd"]).stdout == "two\n"
+    assert th.run(["cove", "run", "aweb", "--", *boot_id]).stdout == before
+
+    declare(th, f'[containers.ajob]\nimage = "{BUSYBOX}"\n{sleeper}\n')
+    assert cove(th, "apply", check=True) == "aweb: stopped\naweb: removed\n"
+    assert th.run(["test", "-e", "/etc/systemd/system/cove@aweb.service"]).returncode != 0
+    assert leftovers(th, "aweb") == []
+    assert (
+        cove(th, "plan", check=True)
+        == "NAME  ACTION  KEYS  REASON\najob  -       -     up to date\n"
+    )
+    cove(th, "destroy", "ajob", check=True)

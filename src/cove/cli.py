@@ -17,6 +17,7 @@ from cove.errors import EXIT_FAILED, EXIT_RUN_FAILED, CoveError, NotFound, NotRu
 
 if TYPE_CHECKING:
     from cove.model import Config, Container
+    from cove.plan import Plan
     from cove.render import HostFacts, Render
 
 JSON_VERSION = 1
@@ -156,6 +157,57 @@ def _stop(ctx: Context, terminate: bool) -> int:
     return 0
 
 
+def _planned(ctx: Context, prune: bool) -> tuple[Plan, dict[str, Render], Any, HostFacts]:
+    from cove.converge import read_records
+    from cove.plan import make_plan
+
+    runtime, facts = ctx.backend()
+    renders = {name: ctx.render(name) for name in ctx.config.containers}
+    records = read_records(ctx.config.host)
+    running = runtime.running_names(facts)
+    plan = make_plan(renders, records, running, ctx.config.path, prune)
+    return plan, renders, runtime, facts
+
+
+def _print_plan(ctx: Context, plan: Plan) -> None:
+    if ctx.args.json:
+        _print_json({"config": ctx.config.path, "actions": [a.to_json() for a in plan.actions],
+                     "up-to-date": [name for name, _ in plan.notes]})  # fmt: skip
+        return
+    if not plan.actions and not plan.notes:
+        print(f"nothing declared in {ctx.config.path}, nothing to remove")
+        return
+    rows = [(a.name, a.verb, ", ".join(a.keys) or "-", a.reason) for a in plan.actions]
+    rows += [(name, "-", "-", note) for name, note in plan.notes]
+    _print_table(("NAME", "ACTION", "KEYS", "REASON"), rows)
+
+
+def cmd_plan(ctx: Context) -> int:
+    plan, *_ = _planned(ctx, ctx.args.prune)
+    _print_plan(ctx, plan)
+    return 0
+
+
+def cmd_apply(ctx: Context) -> int:
+    from cove.converge import Applier, apply_lock
+
+    with apply_lock(ctx.config.host, wait=not ctx.args.no_wait):
+        plan, renders, runtime, facts = _planned(ctx, ctx.args.prune)
+        if ctx.args.dry_run:
+            _print_plan(ctx, plan)
+            return 0
+        sync_names(ctx)
+        if not plan.actions:
+            print("nothing to do: the host is as the file says")
+            return 0
+        outcomes = Applier(ctx.config, renders, runtime, facts, print).apply(plan)
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        print(f"cove: {len(failed)} of {len(outcomes)} actions failed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def cmd_stop(ctx: Context) -> int:
     return _stop(ctx, terminate=False)
 
@@ -250,7 +302,7 @@ def cmd_list(ctx: Context) -> int:
     return 0
 
 
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """Columns padded to their widest cell; the last one, free text, is not padded."""
     table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
@@ -631,6 +683,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("destroy", cmd_destroy, "stop containers and remove their state and logs"),
     ):
         verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
+    p = verb("plan", cmd_plan, "show what apply would do to make the host as the file says")
+    p.add_argument("--prune", action="store_true", help="plan to remove dropped containers' data")
+    json_flag(p)
+    p = verb("apply", cmd_apply, "make the host as the file says: create, start, restart, "
+             "update and remove containers")  # fmt: skip
+    p.add_argument("--prune", action="store_true", help="also remove dropped containers' data")
+    p.add_argument("--dry-run", action="store_true", help="only print the plan")
+    p.add_argument("--no-wait", action="store_true", help="fail if another apply runs")
+    json_flag(p)
     verb("autostart", cmd_autostart, "start every auto-start container (for boot scripts)")
     p = verb("status", cmd_status, "print up, down, orphaned or gone")
     p.add_argument("name", metavar="NAME")

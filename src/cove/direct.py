@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cove import cgroups, net, proc
+from cove import cgroups, net, proc, quickstart
 from cove.errors import CoveError, NotRunning
 from cove.model import Container
 from cove.recipes import recipe_of
@@ -49,6 +49,35 @@ def observe(facts: HostFacts, name: str) -> Observed:
     if liveness is Liveness.ORPHANED:
         return Observed(name, "orphaned", status)
     return Observed(name, "up", status)
+
+
+def running_names(facts: HostFacts) -> set[str]:
+    """Containers with a runtime dir here that are up (or orphaned: they still hold things)."""
+    from cove.config import name_problem
+
+    try:
+        entries = os.listdir(facts.host.runtime_dir)
+    except FileNotFoundError:
+        return set()
+    return {
+        name
+        for name in entries
+        if name_problem(name) is None and observe(facts, name).state != "down"
+    }
+
+
+def files_changed(facts: HostFacts, r: Render) -> None:
+    """The supervisor stages `files` again at each guest reboot: from the file as it is now."""
+    runtime = RuntimeDir(facts.host, r.container.name)
+    sock = _control(runtime, "reload-files")
+    if sock is None:
+        raise NotRunning(f"{r.container.name} is not running")
+    with sock:
+        sock.settimeout(10)
+        answer = sock.recv(256).decode(errors="replace").strip()
+    if answer != "ok":
+        raise CoveError(f"{r.container.name}: its supervisor could not take the new files: "
+                        f"{answer or 'no answer'}")  # fmt: skip
 
 
 def check_start(r: Render) -> None:
@@ -114,6 +143,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
             os.dup2(devnull, 0)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
+            quickstart.close_other_fds(0, 1, 2, report_w, lock_fd)
             code = supervise(r, facts, runtime, report_w)
         finally:
             os._exit(code)

@@ -38,9 +38,16 @@ def install(staging: str, root: str) -> None:
                 _write_under(root, relative, f.read())
 
 
+def write_into(files: tuple[tuple[str, str], ...], root: str) -> None:
+    """Write the declared files under `root` straight away: a running container's root is
+    /proc/LEADER/root, which sees the guest's own mounts."""
+    for path, content in files:
+        _write_under(root, path.lstrip("/"), content.encode())
+
+
 def _write_under(root: str, relative: str, content: bytes) -> None:
     *parents, leaf = relative.split("/")
-    fd = os.open(root, DIR_FLAGS)
+    fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)  # the root is ours (maybe /proc/PID/root)
     try:
         for part in parents:
             with contextlib.suppress(FileExistsError):

@@ -223,6 +223,7 @@ def start(argv: list[str]) -> int | None:
             os.dup2(devnull, 0)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
+            close_other_fds(0, 1, 2, report_w, lock_fd)
             code = _supervise(card, data, report_w)
         finally:
             os._exit(code)
@@ -243,6 +244,17 @@ def start(argv: list[str]) -> int | None:
     from cove.direct import start_failure
 
     return report_error(start_failure(card["name"], line, card["log"]))
+
+
+def close_other_fds(*keep: int) -> None:
+    """A supervisor outlives the command that started it: it must not hold that command's
+    files open (an apply's lock, a caller's pipe), only its own."""
+    low = 0
+    for fd in sorted(set(keep)):
+        if low < fd:  # closerange(n, n) would close everything from n on (close_range(n, -1))
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _claim(card: dict[str, Any]) -> tuple[int, int] | None:

@@ -326,6 +326,10 @@ class Supervisor:
                     json.dumps(self._status("running" if self.ready else "starting")).encode()
                 )
             conn.close()
+        elif command == "reload-files":
+            with contextlib.suppress(OSError):
+                conn.sendall(self._reload_files().encode())
+            conn.close()
         elif command in ("stop", "terminate"):
             self.waiters.append(conn)
             if command == "stop":
@@ -336,6 +340,27 @@ class Supervisor:
                 self._kill()
         else:
             conn.close()
+
+    def _reload_files(self) -> str:
+        """`files` as the container's file declares them now, for the next guest reboot
+        (`cove apply` has written them into the running root already)."""
+        from dataclasses import replace
+
+        from cove.config import load_config
+        from cove.render import root_layout
+
+        try:
+            config = load_config(self.c.source)
+            c = config.containers[self.c.name]
+        except (CoveError, KeyError) as e:
+            return f"cannot read {self.c.source}: {e}"
+        layout = root_layout(c, config.host)
+        self.render = replace(
+            self.render,
+            layout=replace(self.render.layout, files=layout.files, files_dir=layout.files_dir),
+        )
+        self._say(f"files reloaded from {self.c.source}")
+        return "ok"
 
     def _stop(self) -> None:
         if self.stopping:

@@ -90,6 +90,30 @@ def observe(facts: HostFacts, name: str) -> Observed:
     return Observed(name, state, status)
 
 
+def running_names(facts: HostFacts) -> set[str]:
+    """Containers whose unit is active or on its way (starting, stopping, reloading)."""
+    listing = systemctl("list-units", "--all", "--plain", "--no-legend", "cove@*.service")
+    names = set()
+    for line in listing.splitlines():
+        unit, _load, active, *_ = [*line.split(), "", "", ""]
+        if (
+            unit.startswith("cove@")
+            and unit.endswith(".service")
+            and active
+            not in (
+                "inactive",
+                "failed",
+                "",
+            )
+        ):
+            names.add(unit[len("cove@") : -len(".service")])
+    return names
+
+
+def files_changed(facts: HostFacts, r: Render) -> None:
+    """Nothing to tell: the unit's ExecStartPre reads the file at every (re)boot."""
+
+
 def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     """Start the container's unit and return once the guest is ready: (started now, leader)."""
     check_start(r)

@@ -318,8 +318,8 @@ def test_list_and_status_json(cove_host: Host, busybox_image: Path) -> None:
     assert isinstance(status["leader"], int)
     assert Path(f"/proc/{status['leader']}").exists()
     table = cove_host.cove("list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "ROOT", "BOOT", "IMAGE"]
-    assert table[1].split() == [name, "up", "ephemeral", "no", str(busybox_image)]
+    assert table[0].split() == ["NAME", "STATE", "KIND", "ROOT", "BOOT", "IMAGE"]
+    assert table[1].split() == [name, "up", "declared", "ephemeral", "no", str(busybox_image)]
     gone = cove_host.cove("status", "nothere")
     assert (gone.returncode, gone.stdout) == (3, "gone\n")
 

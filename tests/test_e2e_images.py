@@ -352,7 +352,18 @@ def test_gc_spares_images_that_containers_of_another_file_use(
         ).stdout
 
     assert other_gc() == f"{unused.identity}: removed\n"
-    cove_host.cove("destroy", persistent, check=True)
+    cove_host.write(  # the persistent one dropped: what it was created from is kept until...
+        f"""
+        [containers.{ephemeral}]
+        image = "debian:bookworm"
+        packages = ["pkg-running"]
+        ephemeral = true
+        {sleeper}
+        """,
+        host=f'image-dir = "{store}"\n',
+    )
+    assert other_gc() == ""
+    cove_host.cove("destroy", persistent, check=True)  # ...its data goes
     assert other_gc() == f"{kept.identity}: removed\n"
     cove_host.cove("stop", ephemeral, check=True)
     assert other_gc() == f"{running.identity}: removed\n"

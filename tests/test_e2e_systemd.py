@@ -238,6 +238,7 @@ def test_destroy_removes_the_unit_too(th: TestHost) -> None:
         """,
     )
     cove(th, "start", "gone", check=True)
+    declare(th, "")  # dropped from the file: destroy may take it
     cove(th, "destroy", "gone", check=True)
     assert th.run(["test", "-e", "/etc/systemd/system/cove@gone.service"]).returncode == 1
     assert leftovers(th, "gone") == []
@@ -306,6 +307,7 @@ def test_a_persistent_booted_guest_links_its_journal(th: TestHost) -> None:
         "hello-from-inside\n",
     )
     assert found == "hello-from-inside\n"
+    declare(th, "")
     cove(th, "destroy", "journaled", check=True)
     assert leftovers(th, "journaled") == []
 
@@ -356,6 +358,7 @@ def test_auto_start_containers_are_enabled_and_come_back_with_machines_target(
     th.run(["systemctl", "start", "machines.target"], check=True)
     assert th.wait_until(["cove", "status", "early"], "up\n") == "up\n"
     assert cove(th, "status", "late") == "down\n"
+    declare(th, "")
     cove(th, "destroy", "early", check=True)
     assert th.run(["systemctl", "is-enabled", "cove@early.service"]).returncode != 0
     assert leftovers(th, "early") == []
@@ -744,4 +747,5 @@ def test_apply_on_the_systemd_backend_creates_updates_in_place_and_removes(
         cove(th, "plan", check=True)
         == "NAME  ACTION  KEYS  REASON\najob  -       -     up to date\n"
     )
-    cove(th, "destroy", "ajob", check=True)
+    declare(th, "")
+    assert cove(th, "apply", "--prune", check=True) == "ajob: removed\najob: data removed\n"

@@ -46,6 +46,10 @@ class Context:
                 hint="`cove list` shows the declared containers",
             ) from None
 
+    def reload(self) -> None:
+        """Read the files again at the next use (after a verb changed them)."""
+        self._config = None
+
     def container_or_leftover(self, name: str) -> Container:
         """A declared container, or one the file no longer declares that left something (it
         runs, or has a unit or data): enough of it to stop it and clean up after it."""
@@ -241,14 +245,45 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "declared": True,
+        "kind": "declared" if c.source == ctx.config.path else "imperative",
+        "source": c.source,
         "state": observed.state,
         "leader": observed.leader,
+        "unit": observed.status.get("unit"),
+        "unit-state": observed.status.get("unit-state"),
         "image": c.image,
         "boot": c.boot,
         "root": "ephemeral" if c.ephemeral else "persistent",
         "host-link": host_link(c.name, bool(c.host_bridge)) if c.network.wants_veth else None,
+        "addresses": {
+            key: getattr(c, key.replace("-", "_"))
+            for key in ("host-address", "local-address", "host-address6", "local-address6")
+            if getattr(c, key.replace("-", "_"))
+        },
         "uptime": round(time.time() - started, 3) if up and started else None,
     }
+
+
+def _orphans(ctx: Context) -> list[dict[str, Any]]:
+    """Containers nothing declares any more that left something here: data, a record of an
+    apply, a runtime dir (running or not)."""
+    from pathlib import Path
+
+    from cove.config import name_problem
+
+    host = ctx.config.host
+    found: set[str] = set()
+    for directory in (Path(host.state_dir, "containers"), Path(host.runtime_dir)):
+        with contextlib.suppress(OSError):
+            found.update(p.name for p in directory.iterdir() if p.is_dir())
+    with contextlib.suppress(OSError):
+        found.update(p.stem for p in Path(host.state_dir, "applied").glob("*.json"))
+    names = sorted(n for n in found - set(ctx.config.containers) if name_problem(n) is None)
+    if not names:
+        return []
+    runtime, facts = ctx.backend()
+    return [{"name": n, "declared": False, "kind": "orphaned",
+             "state": runtime.observe(facts, n).state} for n in names]  # fmt: skip
 
 
 def cmd_status(ctx: Context) -> int:
@@ -286,19 +321,19 @@ def cmd_status(ctx: Context) -> int:
 
 def cmd_list(ctx: Context) -> int:
     rows = [_describe(ctx, name) for name in sorted(ctx.config.containers)]
+    orphans = _orphans(ctx)
     if ctx.args.json:
-        _print_json({"containers": rows})
+        _print_json({"containers": rows + orphans})
         return 0
-    if not rows:
+    if not rows and not orphans:
         print(f"no containers declared in {ctx.config.path}", file=sys.stderr)
         return 0
-    _print_table(
-        ("NAME", "STATE", "ROOT", "BOOT", "IMAGE"),
-        [
-            (r["name"], r["state"], r["root"], "yes" if r["boot"] else "no", r["image"])
-            for r in rows
-        ],
-    )
+    table = [
+        (r["name"], r["state"], r["kind"], r["root"], "yes" if r["boot"] else "no", r["image"])
+        for r in rows
+    ]
+    table += [(r["name"], r["state"], r["kind"], "-", "-", "-") for r in orphans]
+    _print_table(("NAME", "STATE", "KIND", "ROOT", "BOOT", "IMAGE"), table)
     return 0
 
 
@@ -527,15 +562,72 @@ def cmd_logs(ctx: Context) -> int:
 
 
 def cmd_destroy(ctx: Context) -> int:
-    runtime, facts = ctx.backend()
-    sync_names(ctx)
-    from cove import quickstart
+    from cove import imperative, quickstart
+    from cove.converge import forget_record
 
+    config = ctx.config
     for name in ctx.args.names:
-        removed = runtime.destroy(facts, ctx.container_or_leftover(name))
-        quickstart.forget(ctx.config.path, name)
+        c = config.containers.get(name)
+        if c is not None and c.source == config.path:
+            raise CoveError(
+                f"cannot destroy {name}: it is declared in {config.path}",
+                hint=f"remove [containers.{name}] from that file, then `cove apply --prune` "
+                "stops it and removes its data",
+            )
+    runtime, facts = ctx.backend()
+    for name in ctx.args.names:
+        quickstart.forget(config.path, name)
+        c = ctx.container_or_leftover(name)
+        removed = runtime.destroy(facts, c)
+        if name in config.containers:  # imperative: its file goes too
+            imperative.remove(config, name)
+            removed.append(c.source)
+        forget_record(config.host, name)
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
+    ctx.reload()
+    sync_names(ctx)
     return 0
+
+
+def cmd_create(ctx: Context) -> int:
+    from cove import imperative
+
+    a = ctx.args
+    request = imperative.Request(
+        name=a.name, image=a.image, host_address=a.host_address, local_address=a.local_address,
+        bridge=a.bridge, ports=tuple(a.port), auto_start=a.auto_start,
+        unique=a.ensure_unique_name,
+    )  # fmt: skip
+    before = ctx.config
+    name = imperative.write(before, request)
+    try:
+        ctx.reload()
+        ctx.config  # noqa: B018 - checks the new file against everything else declared
+    except CoveError:
+        imperative.remove(before, name)
+        raise
+    code = _apply_one(ctx, name)
+    print(name)
+    return code
+
+
+def cmd_update(ctx: Context) -> int:
+    ctx.container(ctx.args.name)  # declared somewhere, or not found
+    return _apply_one(ctx, ctx.args.name)
+
+
+def _apply_one(ctx: Context, name: str) -> int:
+    """Plan and apply for one container only (create, update)."""
+    from dataclasses import replace
+
+    from cove.converge import Applier, apply_lock
+
+    with apply_lock(ctx.config.host, wait=True):
+        plan, renders, runtime, facts = _planned(ctx, prune=False)
+        mine = replace(plan, actions=tuple(a for a in plan.actions if a.name == name))
+        sync_names(ctx)
+        outcomes = Applier(ctx.config, renders, runtime, facts, print).apply(mine)
+    return EXIT_FAILED if any(o.error for o in outcomes) else 0
 
 
 def cmd_options(ctx: Context) -> int:
@@ -683,6 +775,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("destroy", cmd_destroy, "stop containers and remove their state and logs"),
     ):
         verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
+    p = verb("create", cmd_create, "create an imperative container (config-dir/containers/)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--image", help='its image (default "host")')
+    p.add_argument("--host-address", metavar="ADDRESS", help="the host side's address")
+    p.add_argument("--local-address", metavar="ADDRESS", help="the container's address")
+    p.add_argument("--bridge", metavar="BRIDGE", help="put its veth on this host bridge")
+    p.add_argument("--port", action="append", default=[], metavar="[PROTO:]HOST[:CONTAINER]",
+                   help="forward a host port (repeatable)")  # fmt: skip
+    p.add_argument("--auto-start", action="store_true", help="start it now and at boot")
+    p.add_argument("--ensure-unique-name", action="store_true",
+                   help="if NAME is taken, use NAME-0, NAME-1, ... (printed)")  # fmt: skip
+    p = verb("update", cmd_update, "apply the file's current settings to one container")
+    p.add_argument("name", metavar="NAME")
     p = verb("plan", cmd_plan, "show what apply would do to make the host as the file says")
     p.add_argument("--prune", action="store_true", help="plan to remove dropped containers' data")
     json_flag(p)

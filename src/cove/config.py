@@ -38,7 +38,63 @@ def load_config(path: str) -> Config:
         ) from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from None
-    return replace(parse_config(data, path), data=data, stamp=stamp)
+    return with_imperative(replace(parse_config(data, path), data=data, stamp=stamp))
+
+
+def imperative_dir(host: HostConfig) -> str:
+    """Where `cove create` writes containers, one file each (DESIGN §1)."""
+    return os.path.join(host.config_dir, "containers")
+
+
+def imperative_path(host: HostConfig, name: str) -> str:
+    return os.path.join(imperative_dir(host), f"{name}.toml")
+
+
+def with_imperative(config: Config) -> Config:
+    """The file's containers and the imperative ones (config-dir/containers/NAME.toml), all
+    problems of all files reported at once."""
+    directory = imperative_dir(config.host)
+    try:
+        files = sorted(f for f in os.listdir(directory) if f.endswith(".toml"))
+    except (FileNotFoundError, NotADirectoryError):
+        return config
+    problems: list[Diagnostic] = []
+    containers = dict(config.containers)
+    for filename in files:
+        path = os.path.join(directory, filename)
+        try:
+            with open(path, "rb") as f:
+                c = parse_imperative(f.read(), path)
+        except ConfigError as e:
+            problems += e.diagnostics
+            continue
+        except OSError as e:
+            problems.append(Diagnostic(path, "", f"cannot read: {e.strerror}"))
+            continue
+        if c.name in containers:
+            problems.append(Diagnostic(path, key_path("containers", c.name),
+                                       f"already declared in {config.path}"))  # fmt: skip
+            continue
+        containers[c.name] = c
+    if len(containers) > len(config.containers):
+        diag = Diagnostics(f"{config.path} with {directory}")
+        check_across(containers, diag)
+        problems += diag.items
+    if problems:
+        raise ConfigError(problems)
+    return replace(config, containers=containers)
+
+
+def parse_imperative(data: bytes, file: str) -> Container:
+    """One imperative container: a file NAME.toml holding [containers.NAME] and nothing else."""
+    name = os.path.basename(file).removesuffix(".toml")
+    parsed = parse_config(data, file)
+    document = tomllib.loads(data.decode("utf-8"))
+    extra = sorted(set(document) - {"containers"}) + sorted(set(parsed.containers) - {name})
+    if extra or name not in parsed.containers:
+        raise ConfigError([Diagnostic(file, "", f"expected only [containers.{name}] in the "
+                                      f"file of imperative container {name}")])  # fmt: skip
+    return parsed.containers[name]
 
 
 def parse_config(data: bytes, file: str) -> Config:

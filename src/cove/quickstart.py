@@ -43,6 +43,14 @@ def file_stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def dir_stamp(path: str) -> tuple[int, ...] | None:
+    """A directory's identity and mtime: changes when a file is added to it or removed."""
+    try:
+        return file_stamp(os.stat(path))
+    except OSError:
+        return None
+
+
 def code_stamp() -> tuple[Any, ...]:
     """cove's own code: a card written by other code is not trusted."""
     from cove import __version__
@@ -71,6 +79,7 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
     """Write the card of a container just started through the normal path (or remove a card
     that no longer applies). Best effort: without a card the next start is only slower."""
     from cove import cgroups, hostetc, proc
+    from cove.config import imperative_dir
     from cove.model import Backend
     from cove.recipes import recipe_of
     from cove.runtimedir import RuntimeDir
@@ -81,6 +90,7 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
         nspawn = file_stamp(os.stat(r.argv[0]))
         if (
             not config.stamp
+            or c.source != config.path  # an imperative container: its own file decides
             or facts.backend is not Backend.DIRECT
             or not eligible(r)
             or recipe_of(c.image, c.packages, facts.host.mirrors) is not None
@@ -88,10 +98,12 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
             forget(config.path, c.name)
             return
         runtime = RuntimeDir(config.host, c.name)
+        imperative = imperative_dir(config.host)
         group = cgroups.Group(f"{config.host.cgroup}/{c.name}")
         layout = r.layout
         card = {
-            "key": (config.stamp, code_stamp(), nspawn),
+            "key": (config.stamp, code_stamp(), nspawn, dir_stamp(imperative)),
+            "imperative": imperative,
             "config": config.path,
             "name": c.name,
             "auto_backend": config.host.backend is Backend.AUTO,
@@ -189,7 +201,8 @@ def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
             return None
         if card["auto_backend"] and os.path.isdir(SYSTEMD_RUNNING):
             return None
-        key = (stamp, code_stamp(), file_stamp(os.stat(card["argv"][0])))
+        nspawn = file_stamp(os.stat(card["argv"][0]))
+        key = (stamp, code_stamp(), nspawn, dir_stamp(card["imperative"]))
         if card.get("key") != key:
             return None
         return card, data

@@ -110,7 +110,7 @@ def cove_host() -> Iterator[Host]:
 @pytest.fixture
 def net_host(cove_host: Host) -> Iterator[Host]:
     """A cove host whose "host network" is a namespace made for the test."""
-    cove_host.netns = f"cove-test-{cove_host.tag}"
+    cove_host.netns = f"nh-{cove_host.tag}"  # not cove-*: the prefix of containers
     subprocess.run(["ip", "netns", "add", cove_host.netns], check=True)
     subprocess.run(["ip", "-n", cove_host.netns, "link", "set", "lo", "up"], check=True)
     yield cove_host

@@ -630,6 +630,30 @@ def _apply_one(ctx: Context, name: str) -> int:
     return EXIT_FAILED if any(o.error for o in outcomes) else 0
 
 
+def cmd_doctor(ctx: Context) -> int:
+    from cove.doctor import Doctor
+
+    runtime, facts = ctx.backend()
+    doctor = Doctor(ctx.config, runtime, facts)
+    found = doctor.find()
+    if ctx.args.fix and found:
+        for leftover, error in doctor.fix(found):
+            state = "removed" if error is None else f"left ({error})"
+            print(f"{leftover.kind}: {leftover.what}: {state}")
+        found = doctor.find()
+    if ctx.args.json:
+        _print_json({"leftovers": [leftover.to_json() for leftover in found]})
+    elif not found:
+        print("nothing left behind")
+    else:
+        for leftover in found:
+            of = f" (of {leftover.name})" if leftover.name else ""
+            print(f"{leftover.kind}: {leftover.what}{of}")
+        if not ctx.args.fix:
+            print("hint: `cove doctor --fix` removes them", file=sys.stderr)
+    return EXIT_FAILED if found else 0
+
+
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
@@ -857,6 +881,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 p.add_argument("identities", nargs="+", metavar=metavar)
             elif metavar:
                 p.add_argument("name", metavar=metavar)
+    p = verb("doctor", cmd_doctor, "list what cove left that no running container owns")
+    p.add_argument("--fix", action="store_true", help="remove it (never what is not cove's)")
+    json_flag(p)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

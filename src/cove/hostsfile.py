@@ -89,3 +89,11 @@ def _write(hosts: Path, text: str) -> None:
         with open(hosts, "r+") as f:
             f.write(text)
             f.truncate()
+
+
+def drop(path: str, source: str) -> None:
+    """Remove the block of a config file that no longer exists."""
+    try:
+        _sync(Path(path), source, [])
+    except OSError as e:
+        raise CoveError(f"cannot update {path}: {e.strerror}") from None

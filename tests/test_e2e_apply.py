@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -161,11 +162,16 @@ def test_a_dropped_container_is_stopped_and_removed_its_data_kept_unless_pruned(
     links = [link["ifname"] for link in ip_json(net_host.netns, "link")]
     assert not any(str(link).startswith("ve-") for link in links)
     assert not (net_host.root / "run" / gone).exists()
-    assert not (net_host.root / "state" / "applied" / f"{gone}.json").exists()
+    record = json.loads((net_host.root / "state" / "applied" / f"{gone}.json").read_text())
+    assert record["removed"] is True  # what a later --prune may still take
     assert (data / "upper" / "kept-file").read_text() == "data\n"
     assert plan(net_host) == []
-    # Its data stays until asked: --prune removes the data of what a plan removes, so declare
-    # it again, drop it again, and prune.
+    assert plan(net_host, "--prune") == [(gone, "prune", [])]
+    assert net_host.cove("apply", "--prune", check=True).stdout == f"{gone}: data removed\n"
+    assert not data.exists()
+    assert not (net_host.root / "state" / "applied" / f"{gone}.json").exists()
+    assert plan(net_host, "--prune") == []
+    # Dropped and pruned in one go.
     net_host.write(one + dropped)
     net_host.cove("apply", check=True)
     net_host.write(one)
@@ -239,11 +245,13 @@ def test_two_applies_at_once_queue_on_a_lock(cove_host: Host, busybox_image: Pat
         env = {**os.environ, "COVE_CONFIG": str(cove_host.config)}
         waiting = subprocess.Popen([*COVE, "apply"], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
-        time.sleep(0.5)
+        assert waiting.stderr is not None
+        ready, _, _ = select.select([waiting.stderr], [], [], 60)
+        said = waiting.stderr.readline() if ready else ""
+        assert said == "cove: waiting for another cove apply (pid 4242)...\n"
         assert waiting.poll() is None, "it waits while the lock is held"
     finally:
         os.close(lock)
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    assert "waiting for another cove apply (pid 4242)" in err
     assert out == f"{name}: created\n"

@@ -154,8 +154,10 @@ def test_missing_bind_source_fails_before_anything_starts(
     )  # fmt: skip
     before = cove_host.snapshot()
     result = cove_host.cove("start", name)
-    assert result.returncode == 1
-    assert f"cove: cannot start {name}: {cove_host.root}/absent does not exist" in result.stderr
+    assert result.returncode == 2
+    key = f'containers.{name}.bind-mounts."/data".host-path'
+    assert (f"cove: cannot start {name}: {cove_host.config}: {key}: {cove_host.root}/absent "
+            "does not exist") in result.stderr  # fmt: skip
     assert before.difference(cove_host.snapshot()) == {}
     assert not (cove_host.root / "log").exists()
 

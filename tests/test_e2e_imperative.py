@@ -33,7 +33,8 @@ def test_create_list_status_update_and_destroy(net_host: Host, busybox_image: Pa
     name = net_host.name("imp")
     created = net_host.cove("create", name, "--image", str(busybox_image), "--port", "8080:80",
                             "--port", "udp:5353", check=True)  # fmt: skip
-    assert created.stdout.splitlines()[-1] == name
+    assert created.stdout == f"{name}\n"  # alone on stdout; what was done on stderr
+    assert f"{name}: created" in created.stderr
     text = imperative_file(net_host, name).read_text()
     assert f"[containers.{name}]" in text
     assert 'host-address = "10.233.0.1"' in text and 'local-address = "10.233.0.2"' in text
@@ -76,7 +77,7 @@ def test_create_refuses_a_taken_name_unless_asked_for_a_unique_one(
     assert refused.returncode == 1
     assert f"cannot create {taken}: it exists (declared in {cove_host.config})" in refused.stderr
     unique = cove_host.cove("create", taken, "--ensure-unique-name", check=True)
-    assert unique.stdout.splitlines()[-1] == f"{taken}-0"
+    assert unique.stdout == f"{taken}-0\n"
 
 
 def test_concurrent_creates_get_distinct_names_and_addresses(cove_host: Host) -> None:
@@ -113,9 +114,12 @@ def test_a_create_that_would_break_the_file_leaves_nothing(
     assert clash.returncode == 2
     assert "address 10.86.0.2 is also used by" in clash.stderr
     assert not imperative_file(cove_host, name).exists()
-    bad = cove_host.cove("create", name, "--port", "http")
-    assert bad.returncode == 2 and "--port 'http'" in bad.stderr
+    for port in ("http", "sctp:80", "99999", "0:80"):
+        bad = cove_host.cove("create", name, "--port", port)
+        assert bad.returncode == 2 and f"--port '{port}'" in bad.stderr, bad.stderr
     assert not imperative_file(cove_host, name).exists()
+    pool = cove_host.root / "state" / "addresses.json"
+    assert not pool.exists() or name not in json.loads(pool.read_text())  # no pair kept
     assert cove_host.cove("create", "Bad_Name").returncode == 2
 
 

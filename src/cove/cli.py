@@ -363,6 +363,9 @@ def cmd_run(ctx: Context) -> int:
         command = command[1:]
     if not command:
         raise UsageError("cove run NAME -- COMMAND [ARG…]: no command given")
+    if os.geteuid() != 0:
+        raise NotRunning("cove run enters the container's namespaces as root: run it as root",
+                         hint="sudo cove run NAME -- COMMAND")  # fmt: skip
     c = ctx.container(ctx.args.name)
     runtime, facts = ctx.backend()
     runtime.exec_in(facts, c.name, command, _guest_env(c, {}))
@@ -381,7 +384,8 @@ def cmd_login(ctx: Context) -> int:
 
 def cmd_root_login(ctx: Context) -> int:
     if os.geteuid() != 0:
-        raise NotRunning("root-login gives a root shell in the container: run it as root")
+        raise NotRunning("root-login gives a root shell in the container: run it as root",
+                         hint="sudo cove root-login NAME")  # fmt: skip
     c = ctx.container(ctx.args.name)
     runtime, facts = ctx.backend()
     observed = runtime.require_up(facts, c.name)
@@ -606,8 +610,8 @@ def cmd_create(ctx: Context) -> int:
     except CoveError:
         imperative.remove(before, name)
         raise
-    code = _apply_one(ctx, name)
-    print(name)
+    code = _apply_one(ctx, name, say=lambda line: print(line, file=sys.stderr))
+    print(name)  # alone on stdout: `name=$(cove create web --ensure-unique-name)`
     return code
 
 
@@ -616,7 +620,7 @@ def cmd_update(ctx: Context) -> int:
     return _apply_one(ctx, ctx.args.name)
 
 
-def _apply_one(ctx: Context, name: str) -> int:
+def _apply_one(ctx: Context, name: str, say: Callable[[str], None] = print) -> int:
     """Plan and apply for one container only (create, update)."""
     from dataclasses import replace
 
@@ -626,7 +630,10 @@ def _apply_one(ctx: Context, name: str) -> int:
         plan, renders, runtime, facts = _planned(ctx, prune=False)
         mine = replace(plan, actions=tuple(a for a in plan.actions if a.name == name))
         sync_names(ctx)
-        outcomes = Applier(ctx.config, renders, runtime, facts, print).apply(mine)
+        if not mine.actions:
+            say(f"{name}: up to date")
+            return 0
+        outcomes = Applier(ctx.config, renders, runtime, facts, say).apply(mine)
     return EXIT_FAILED if any(o.error for o in outcomes) else 0
 
 

@@ -17,6 +17,7 @@ from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
 DEFAULT_CONFIG = "/etc/cove/cove.toml"
 MAX_NAME = 64
+MAX_FILE = 16 * 2**20  # far above 10,000 containers; a bigger file is a mistake
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -29,8 +30,15 @@ def config_path(option: str | None, environ: dict[str, str] | os._Environ[str]) 
 def load_config(path: str) -> Config:
     try:
         with open(path, "rb") as f:
-            data = f.read()
-            stamp = file_stamp(os.fstat(f.fileno()))
+            st = os.fstat(f.fileno())
+            if st.st_size > MAX_FILE:
+                raise UsageError(
+                    f"{path} is {st.st_size // 2**20} MiB; cove reads config files of at most "
+                    f"{MAX_FILE // 2**20} MiB",
+                    hint="is this the right file?",
+                )
+            data = f.read(MAX_FILE + 1)
+            stamp = file_stamp(st)
     except FileNotFoundError:
         raise UsageError(
             f"{path}: no such config file",

@@ -129,18 +129,22 @@ class Applier:
             if os.environ.get(FAULT_VARIABLE) == action.verb:
                 os.kill(os.getpid(), signal.SIGKILL)
             if self._last_of(plan, action):
-                self._record(action.name)
+                self._record(action.name, action)
         return outcomes
 
     @staticmethod
     def _last_of(plan: Plan, action: Action) -> bool:
         return plan.for_container(action.name)[-1] is action
 
-    def _record(self, name: str) -> None:
+    def _record(self, name: str, last: Action) -> None:
         host = self.config.host
         r = self.renders.get(name)
         if r is None:
-            forget_record(host, name)
+            if last.verb == "remove" and os.path.lexists(host.container_state(name)):
+                # Its data kept: `apply --prune` may still take it.
+                write_record(host, Record(name, self.config.path, {}, removed=True))
+            else:
+                forget_record(host, name)
             return
         imperative = r.container.source != self.config.path
         write_record(host, Record(name, r.container.source, settings_of(r), imperative))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cove import cgroups, net, proc, quickstart
-from cove.errors import CoveError, NotRunning
+from cove.errors import CoveError, NotRunning, UsageError
 from cove.model import Container
 from cove.recipes import recipe_of
 from cove.render import HostFacts, Render
@@ -80,6 +80,16 @@ def files_changed(facts: HostFacts, r: Render) -> None:
                         f"{answer or 'no answer'}")  # fmt: skip
 
 
+def _key_of(c: Container, path: str) -> str:
+    """The key of the file that names `path` (a bind-mount source, else the image)."""
+    from cove.parsing import key_path
+
+    for mount in c.bind_mounts:
+        if mount.host_path == path:
+            return f"{key_path('containers', c.name, 'bind-mounts', mount.mount_point)}.host-path"
+    return f"{key_path('containers', c.name)}.image"
+
+
 def check_start(r: Render) -> None:
     """Problems found before anything is created on the host."""
     if r.unsupported:
@@ -92,8 +102,9 @@ def check_start(r: Render) -> None:
     missing = [p for p in r.required_paths if not os.path.exists(p)]
     if missing:
         c = r.container
-        raise CoveError(
-            f"cannot start {c.name}: " + "; ".join(f"{p} does not exist" for p in missing),
+        raise UsageError(
+            f"cannot start {c.name}: {c.source}: "
+            + "; ".join(f"{_key_of(c, p)}: {p} does not exist" for p in missing),
             hint=f"create the missing paths or fix containers.{c.name} in {c.source}",
         )
     c = r.container

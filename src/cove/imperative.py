@@ -40,8 +40,14 @@ def forward(spec: str) -> str:
     """An nspawn --port spec, `[tcp|udp:]HOST[:CONTAINER]`, as a forward-ports entry."""
     parts = spec.split(":")
     protocol = parts.pop(0) if parts and parts[0] in ("tcp", "udp") else "tcp"
-    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-        raise UsageError(f"--port {spec!r}: expected [tcp|udp:]HOST-PORT[:CONTAINER-PORT]")
+    if (
+        len(parts) not in (1, 2)
+        or not all(p.isdigit() for p in parts)
+        or not all(1 <= int(p) <= 65535 for p in parts)
+    ):
+        raise UsageError(
+            f"--port {spec!r}: expected [tcp|udp:]HOST-PORT[:CONTAINER-PORT], ports 1-65535"
+        )
     entry = f"protocol = {toml_string(protocol)}, host-port = {int(parts[0])}"
     if len(parts) == 2:
         entry += f", container-port = {int(parts[1])}"
@@ -91,6 +97,8 @@ def write(config: Config, request: Request) -> str:
 
     if request.bridge is None and (request.host_address is None) != (request.local_address is None):
         raise UsageError("give both --host-address and --local-address, or neither")
+    for spec in request.ports:
+        forward(spec)  # a bad one stops everything before a name or pair is taken
     with _creating(config):
         name = _choose(config, request)
         addresses: tuple[str, str] | None = None
@@ -100,11 +108,15 @@ def write(config: Config, request: Request) -> str:
             declared = [a for c in config.containers.values()
                         for a in (c.local_address, c.host_address) if a]  # fmt: skip
             addresses = pool.allocate(config.host, name, declared)
-        path = imperative_path(config.host, name)
-        tmp = os.path.join(os.path.dirname(path), f".{name}.toml.tmp")
-        with open(tmp, "w") as f:
-            f.write(container_text(name, request, addresses))
-        os.replace(tmp, path)
+        try:
+            path = imperative_path(config.host, name)
+            tmp = os.path.join(os.path.dirname(path), f".{name}.toml.tmp")
+            with open(tmp, "w") as f:
+                f.write(container_text(name, request, addresses))
+            os.replace(tmp, path)
+        except BaseException:
+            pool.release(config.host, name)
+            raise
     return name
 
 

@@ -77,9 +77,31 @@ def _address_parser(version: int) -> Any:
         if address is None or address.version != version:
             return diag.error(path, f"expected an IPv{version} address such as {example}, "
                               f"got {text!r}")  # fmt: skip
+        problem = "scoped to an interface (%); cove chooses the interface" if "%" in text else None
+        problem = problem or unusable(address)
+        if problem:
+            return diag.error(path, f"{text!r} is {problem}; expected a unicast address such "
+                              f"as {example}")  # fmt: skip
         return text
 
     return parse
+
+
+def unusable(address: Any) -> str | None:
+    """Why an interface address cannot be a container's or its host side's."""
+    ip, network = address.ip, address.network
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_unspecified or ip.is_loopback:
+        return "not an address of one host"
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        return "an IPv4-mapped IPv6 address (use the IPv4 key)"
+    small = network.prefixlen >= network.max_prefixlen - 1  # /31, /32, /127, /128
+    if not small and ip == network.network_address:
+        return f"the network address of {network}"
+    if not small and ip.version == 4 and ip == network.broadcast_address:
+        return f"the broadcast address of {network}"
+    return None
 
 
 parse_ipv4 = _address_parser(4)

@@ -46,6 +46,8 @@ class Record:
     source: str
     settings: Mapping[str, Any]
     imperative: bool = False
+    # Removed by a plan, its data kept: what a later `apply --prune` may still remove.
+    removed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class Record:
             "name": self.name,
             "source": self.source,
             "imperative": self.imperative,
+            "removed": self.removed,
             "settings": dict(self.settings),
         }
 
@@ -65,6 +68,7 @@ class Record:
             source=str(data["source"]),
             settings=data["settings"],
             imperative=bool(data.get("imperative", False)),
+            removed=bool(data.get("removed", False)),
         )
 
 
@@ -134,6 +138,10 @@ def make_plan(
         record = records.get(name)
         if record is not None and (record.imperative or record.source != source):
             continue  # never removed by a plan / another file's
+        if record is not None and record.removed and name not in up:
+            if prune:  # removed by an earlier apply that kept its data
+                actions.append(Action(name, "prune", "--prune: the data an earlier apply kept"))
+            continue
         if name in up:
             actions.append(Action(name, "stop", "no longer declared"))
         kept = "" if prune else "; its data is kept"
@@ -141,7 +149,10 @@ def make_plan(
         if prune:
             actions.append(Action(name, "prune", "--prune: its data goes too"))
     for name in sorted(desired):
-        actions += _container_actions(desired[name].container, desired[name], records.get(name),
+        record = records.get(name)
+        if record is not None and record.removed:
+            record = None  # declared again: made anew over the data it kept
+        actions += _container_actions(desired[name].container, desired[name], record,
                                       name in up, notes)  # fmt: skip
     actions.sort(key=lambda a: ORDER.index(a.verb))
     return Plan(tuple(actions), tuple(notes))

@@ -24,7 +24,7 @@ def _file(host: HostConfig) -> Path:
 @contextlib.contextmanager
 def _locked(host: HostConfig) -> Iterator[dict[str, int]]:
     path = _file(host)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

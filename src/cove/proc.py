@@ -46,6 +46,13 @@ def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> s
     return prefix + shlex.join(argv)
 
 
+def logged_line(argv: Sequence[str]) -> str:
+    """A command line for logs kept at default verbosity: the values of the guest's
+    `environment` (nspawn's --setenv=NAME=VALUE) are left out, their names kept."""
+    shown = [f"--setenv={a.split('=', 2)[1]}=…" if a.startswith("--setenv=") else a for a in argv]
+    return shlex.join(shown)
+
+
 def run(
     argv: Sequence[str],
     *,

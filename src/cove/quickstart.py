@@ -171,13 +171,18 @@ def forget(config_path: str, name: str) -> None:
 
 # -- reading, at `cove start NAME` -------------------------------------------------------------
 def _request(argv: list[str]) -> tuple[str, str] | None:
-    """(config file, name) of `cove start [--config FILE] NAME`, or None for anything else."""
-    config = None
-    rest = list(argv)
-    if len(rest) >= 2 and rest[0] == "--config":
-        config, rest = rest[1], rest[2:]
-    elif rest and rest[0].startswith("--config="):
-        config, rest = rest[0].partition("=")[2], rest[1:]
+    """(config file, name) of `cove start NAME` with at most a `--config FILE` before or after
+    the verb, or None for anything else."""
+    config, rest, words = None, [], iter(argv)
+    for word in words:
+        if word == "--config" and config is None:
+            config = next(words, None)
+            if config is None:
+                return None
+        elif word.startswith("--config=") and config is None:
+            config = word.partition("=")[2]
+        else:
+            rest.append(word)
     if len(rest) != 2 or rest[0] != "start" or rest[1].startswith("-"):
         return None
     path = config or os.environ.get("COVE_CONFIG") or "/etc/cove/cove.toml"
@@ -289,6 +294,7 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
         if os.fstat(fd).st_nlink == 0 or any(_holds_processes(d) for d in card["cgroups"]):
             raise FileExistsError
         log = card["log"]
+        os.makedirs(os.path.dirname(os.path.dirname(log)), mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
         try:
             os.replace(log, log + ".1")
@@ -303,9 +309,12 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
         if card["scratch"]:
             os.makedirs(card["scratch"], exist_ok=True)
         else:
+            state = os.path.dirname(card["upper"])  # state-dir/containers/NAME: root's only
+            for d in (os.path.dirname(os.path.dirname(state)), os.path.dirname(state), state):
+                os.makedirs(d, mode=0o700, exist_ok=True)
+            os.chmod(state, 0o700)
             for d in (card["upper"], card["work"]):
                 os.makedirs(d, mode=0o755, exist_ok=True)
-            os.chmod(os.path.dirname(card["upper"]), 0o700)
     except OSError:
         _remove_runtime(card)
         os.close(fd)

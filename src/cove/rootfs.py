@@ -120,9 +120,17 @@ def prepare(layout: RootLayout, name: str) -> None:
     if layout.scratch:
         Path(layout.scratch).mkdir(parents=True, exist_ok=True)
     else:
+        private_dirs(os.path.dirname(layout.upper))
         for d in (layout.upper, layout.work):
-            Path(d).mkdir(parents=True, exist_ok=True, mode=0o755)
-        os.chmod(Path(layout.upper).parent, 0o700)
+            Path(d).mkdir(exist_ok=True, mode=0o755)
+
+
+def private_dirs(path: str) -> None:
+    """`path`, its parent and the state dir above them (state-dir/containers/NAME), made
+    root-only: what a container wrote is nobody else's to read."""
+    for d in (os.path.dirname(os.path.dirname(path)), os.path.dirname(path), path):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def assemble(layout: RootLayout) -> None:

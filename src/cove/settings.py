@@ -236,7 +236,14 @@ def parse_devices(
         else:
             node = diag.error(f"{at}.node", "missing; expected a device path such as /dev/fuse")
         if isinstance(node, str) and not (
-            (node.startswith("/dev/") and " " not in node) or _DEVICE_CLASS.match(node)
+            (
+                node.startswith("/dev/")
+                and " " not in node
+                and "/.." not in node
+                and "/./" not in node
+                and node.isprintable()
+            )
+            or _DEVICE_CLASS.match(node)
         ):
             node = diag.error(
                 f"{at}.node",

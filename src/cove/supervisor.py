@@ -52,7 +52,8 @@ def log_path(facts: HostFacts, name: str) -> Path:
 
 def open_log(path: Path) -> int:
     """The console log of this run; the previous run's is kept as console.log.1."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # log-dir: root's
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.replace(path, path.with_name(path.name + ".1"))
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -242,7 +243,7 @@ class Supervisor:
             raise CoveError(f"cannot run systemd-nspawn: {launched.launch_error}")
         self.nspawn_pid = launched.nspawn_pid
         self.leader = launched.leader
-        self._say("+ " + proc.command_line(self.render.argv, nspawn_env(self.render, self.runtime)))
+        self._say("+ " + proc.logged_line(self.render.argv))
         self._say(f"{LAUNCHED_FROM_CARD} (pid {self.nspawn_pid})")
         if launched.ready:
             self.ready = self.was_ready = True
@@ -257,7 +258,7 @@ class Supervisor:
         err_r, err_w = os.pipe()
         env = nspawn_env(self.render, self.runtime)
         argv = list(self.render.argv)
-        self._say("+ " + proc.command_line(argv, env))
+        self._say("+ " + proc.logged_line(argv))
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, then execs
             try:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from cove import cgroups, quickstart  # noqa: E402
 from tests.images import busybox_tree  # noqa: E402
-from tests.soak import Soak, soak  # noqa: E402
+from tests.soak import Soak, process_usage, soak, supervisor_of  # noqa: E402
 
 WORK = Path("/var/tmp/cove-bench-soak")
 CACHE = Path(os.environ.get("COVE_TEST_CACHE", "/var/cache/cove-test"))
@@ -96,6 +97,15 @@ def main() -> int:
         report("ephemeral booted", soak([COVE], env, "soak-boot", args.cycles, WORK / "run"))
         report("persistent veth + forward",
                soak(inside, env, "soak-net", args.cycles, WORK / "run"))  # fmt: skip
+        for name, argv in (("soak-boot", [COVE]), ("soak-net", inside)):
+            subprocess.run([*argv, "start", name], env=env, check=True, capture_output=True)
+            time.sleep(2)  # the supervisor has loaded all of cove by now
+            pid = supervisor_of(WORK / "run", name)
+            usage = process_usage(pid) if pid else None
+            if usage:
+                print(f"{name}: supervisor settled: {usage[0]} open files, "
+                      f"{usage[1] / 1024:.1f} MiB resident")  # fmt: skip
+            subprocess.run([*argv, "stop", name], env=env, check=True, capture_output=True)
         doctor = subprocess.run([*inside, "doctor"], env=env, capture_output=True, text=True)
         print(f"cove doctor afterwards: {doctor.stdout.strip()}")
     finally:

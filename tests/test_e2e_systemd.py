@@ -749,3 +749,67 @@ def test_apply_on_the_systemd_backend_creates_updates_in_place_and_removes(
     )
     declare(th, "")
     assert cove(th, "apply", "--prune", check=True) == "ajob: removed\najob: data removed\n"
+
+
+def _main_pid(th: TestHost, name: str) -> int:
+    out = th.run(["systemctl", "show", f"cove@{name}.service", "--property=MainPID",
+                  "--value"], check=True).stdout  # fmt: skip
+    return int(out)
+
+
+@pytest.mark.parametrize("target", ["nspawn", "leader"])
+def test_a_killed_nspawn_or_guest_pid1_is_restarted_by_systemd_and_leaves_nothing(
+    th: TestHost, target: str
+) -> None:
+    name = f"kill{target}"
+    declare(th, f"""
+        [containers.{name}]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        private-network = true
+        host-address = "10.92.{len(target)}.1"
+        local-address = "10.92.{len(target)}.2"
+        """)  # fmt: skip
+    cove(th, "start", name, check=True)
+    leader = json.loads(cove(th, "status", name, "--json", check=True))["leader"]
+    victim = _main_pid(th, name) if target == "nspawn" else leader
+    th.run(["kill", "-KILL", str(victim)], check=True)  # a process this test's container runs
+    deadline = time.monotonic() + 60
+    while True:  # systemd starts it again (Restart=on-failure): a new leader, up
+        info = json.loads(th.run(["cove", "status", name, "--json"]).stdout)
+        if info["state"] == "up" and info["leader"] not in (None, leader):
+            break
+        assert time.monotonic() < deadline, (
+            info,
+            th.run(["journalctl", "-u", f"cove@{name}", "-n", "30"]).stdout,
+        )
+        time.sleep(0.2)
+    cove(th, "stop", name, check=True)
+    assert leftovers(th, name) == []
+    assert name not in th.run(["cove", "doctor"]).stdout  # others' units may be there
+
+
+def test_cove_killed_mid_start_and_the_runtime_dir_gone_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    declare(th, f"""
+        [containers.midstart]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """)  # fmt: skip
+    # `cove start` killed while it waits: the unit's start goes on without it.
+    th.run(["sh", "-c", "cove start midstart & pid=$!; until systemctl is-active --quiet "
+            "cove@midstart.service || systemctl is-active cove@midstart.service | grep -q "
+            "activating; do sleep 0.01; done; kill -KILL $pid; wait"], timeout=60)  # fmt: skip
+    assert th.wait_until(["cove", "status", "midstart"], "up\n") == "up\n"
+    cove(th, "stop", "midstart", check=True)
+    th.run(["rm", "-rf", "/run/cove"], check=True)  # as a reboot leaves it
+    cove(th, "start", "midstart", check=True)
+    cove(th, "stop", "midstart", check=True)
+    assert leftovers(th, "midstart") == []
+    assert "midstart" not in th.run(["cove", "doctor"]).stdout  # others' units may be there
+    declare(th, "")
+    cove(th, "apply", "--prune", check=True)

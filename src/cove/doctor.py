@@ -147,7 +147,8 @@ class Doctor:
         found = []
         for top in (self.host.state_dir, self.host.runtime_dir):
             for point in mount_points_under(Path(top)):
-                found.append(Leftover("mount", "", point))  # someone else's: never unmounted
+                if os.path.realpath(point) != os.path.realpath(top):  # a dir of its own: fine
+                    found.append(Leftover("mount", "", point))  # someone else's: left alone
         return found
 
     def _hosts_blocks(self) -> list[Leftover]:

@@ -223,6 +223,16 @@ def post_stop(c: Container, facts: HostFacts) -> None:
     net.teardown(c, runtime.net_record)
     remove_tree(runtime.path)
     remove_nspawn_leftovers(c.name)
+    unregister(c.name)
+
+
+def unregister(name: str) -> None:
+    """An nspawn that was killed never unregistered its machine, and machined forgets it
+    only once it notices the unit's cgroup empty: later than Restart= starts it again
+    ("Machine ... already exists"). Drop the registration here; no-op when it is gone."""
+    proc.run(["busctl", "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
+              "org.freedesktop.machine1.Manager", "UnregisterMachine", "s", name],
+             check=False)  # fmt: skip
 
 
 def forget(facts: HostFacts, name: str) -> list[str]:

@@ -661,6 +661,57 @@ def cmd_doctor(ctx: Context) -> int:
     return EXIT_FAILED if found else 0
 
 
+def cmd_import_nixos(ctx: Context) -> int:
+    from pathlib import Path
+
+    from cove import nixos
+    from cove.config import parse_config
+
+    path = ctx.args.file
+    try:
+        with open(path, "rb") as f:
+            document = json.load(f)
+        converted = nixos.convert(document)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}", hint="give the output of `nix eval --json "
+                         ".#nixosConfigurations.HOST.config.containers`") from None  # fmt: skip
+    text = nixos.to_toml(converted, path)
+    parse_config(text.encode(), ctx.args.output or "<converted>")  # what it wrote reads back
+    if ctx.args.output:
+        from cove.runtimedir import write_atomic
+
+        write_atomic(Path(ctx.args.output), text, mode=0o644)
+    else:
+        sys.stdout.write(text)
+    notes = sum(len(n) for n in converted.notes.values())
+    print(f"cove: {len(converted.containers)} containers converted, {notes} notes (as comments)",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_completion(ctx: Context) -> int:
+    from cove.completion import SHELLS
+
+    sys.stdout.write(SHELLS[ctx.args.shell]())
+    return 0
+
+
+def cmd_man(ctx: Context) -> int:
+    from cove.manpage import PAGES
+
+    sys.stdout.write(PAGES[ctx.args.section][1]())
+    return 0
+
+
+def cmd_names(ctx: Context) -> int:
+    """Declared container names, one per line (for shell completion)."""
+    for name in sorted(ctx.config.containers):
+        print(name)
+    return 0
+
+
 def cmd_options(ctx: Context) -> int:
     from cove.settings import CONTAINER_SETTINGS
 
@@ -891,6 +942,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = verb("doctor", cmd_doctor, "list what cove left that no running container owns")
     p.add_argument("--fix", action="store_true", help="remove it (never what is not cove's)")
     json_flag(p)
+    p = verb("import-nixos", cmd_import_nixos, "convert a NixOS host's containers (JSON from "
+             "nix eval) into a cove.toml")  # fmt: skip
+    p.add_argument("file", metavar="FILE.json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it there (default: stdout)")
+    p = verb("completion", cmd_completion, "print shell completion for bash, zsh or fish")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p = verb("man", cmd_man, "print the manual page cove(1) or cove.toml(5), in roff")
+    p.add_argument("section", choices=["1", "5"])
+    verb("__names", cmd_names, None)
     p = verb("options", cmd_options, "list every container key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")

@@ -38,3 +38,15 @@ def test_every_verb_and_key_is_in_a_page() -> None:
     keys = PAGES["5"][1]().replace("\\-", "-")
     for s in (*CONTAINER_SETTINGS, *HOST_SETTINGS):
         assert f"\\fB{s.key}\\fR" in keys, s.key
+
+
+def test_the_package_installs_them() -> None:
+    import zipfile
+
+    from tests.conftest import CACHE
+    from tests.testhost import wheel
+
+    [built] = wheel(CACHE).glob("cove-*.whl")
+    names = zipfile.ZipFile(built).namelist()
+    assert any(n.endswith("data/share/man/man1/cove.1") for n in names)
+    assert any(n.endswith("data/share/man/man5/cove.toml.5") for n in names)

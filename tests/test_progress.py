@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,41 @@ def test_one_line_rewritten_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(updates) == 7  # five steps and the clearing
     assert updates[1].startswith("cove: building debian:bookworm [")
     assert updates[1].endswith("] Retrieving InRelease")
+
+
+@pytest.mark.parametrize(("variable", "value"), [("NO_COLOR", "1"), ("TERM", "dumb")])
+def test_no_escape_codes_with_no_color_or_a_dumb_terminal(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    master, slave = pty.openpty()
+    with open(slave, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        progress = Progress("debian:bookworm")
+        for line in LINES:
+            progress.step(line)
+        progress.done()
+    shown = os.read(master, 65536).decode()
+    os.close(master)
+    assert "\x1b" not in shown
+    assert "cove:   I: Extracting base-files..." in shown.replace("\r", "")
+
+
+def test_apply_counts_its_actions_on_a_terminal(tmp_path: Path) -> None:
+    """cove apply on a pseudo-terminal: "[i/n]" before each action; plain on a pipe."""
+    import subprocess
+
+    from tests.conftest import COVE
+
+    config = tmp_path / "cove.toml"
+    config.write_text(f'[host]\nbackend = "direct"\nstate-dir = "{tmp_path}/s"\n'
+                      f'runtime-dir = "{tmp_path}/r"\nhosts-file = "{tmp_path}/hosts"\n'
+                      "[containers.a]\n[containers.b]\n")  # fmt: skip
+    env = {**os.environ, "COVE_CONFIG": str(config)}
+    master, slave = pty.openpty()
+    ran = subprocess.run([*COVE, "apply"], stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    shown = os.read(master, 65536).decode().replace("\r", "")
+    os.close(master)
+    assert ran.returncode == 0, ran.stderr
+    assert shown == "[1/2] a: created\n[2/2] b: created\n"

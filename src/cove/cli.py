@@ -186,6 +186,20 @@ def _print_plan(ctx: Context, plan: Plan) -> None:
     _print_table(("NAME", "ACTION", "KEYS", "REASON"), rows)
 
 
+def _counted(plan: Plan) -> Callable[[str], None]:
+    """Each action's line; on a terminal with "[3/20]" before it, so a long apply shows
+    how far it is (plain lines, no escape codes: they stay readable when scrolled back)."""
+    if not sys.stdout.isatty():
+        return print
+    done = [0]
+
+    def say(line: str) -> None:
+        done[0] += 1
+        print(f"[{done[0]}/{len(plan.actions)}] {line}", flush=True)
+
+    return say
+
+
 def cmd_plan(ctx: Context) -> int:
     plan, *_ = _planned(ctx, ctx.args.prune)
     _print_plan(ctx, plan)
@@ -204,7 +218,7 @@ def cmd_apply(ctx: Context) -> int:
         if not plan.actions:
             print("nothing to do: the host is as the file says")
             return 0
-        outcomes = Applier(ctx.config, renders, runtime, facts, print).apply(plan)
+        outcomes = Applier(ctx.config, renders, runtime, facts, _counted(plan)).apply(plan)
     failed = [o for o in outcomes if o.error]
     if failed:
         print(f"cove: {len(failed)} of {len(outcomes)} actions failed", file=sys.stderr)

@@ -338,7 +338,9 @@ class Progress:
 
         self.label = label
         self.began = time.monotonic()
-        self.terminal = sys.stderr.isatty()
+        # No escape codes for a pipe, a dumb terminal or a user who set NO_COLOR.
+        self.terminal = (sys.stderr.isatty() and "NO_COLOR" not in os.environ
+                         and os.environ.get("TERM") != "dumb")  # fmt: skip
         self.shown = False
         self.phase: str | None = None
 

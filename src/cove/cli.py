@@ -727,7 +727,7 @@ def cmd_names(ctx: Context) -> int:
 
 
 def cmd_options(ctx: Context) -> int:
-    from cove.settings import CONTAINER_SETTINGS
+    from cove.settings import CONTAINER_SETTINGS, HOST_SETTINGS
 
     if ctx.args.markdown:
         from cove.docs import options_markdown
@@ -746,11 +746,18 @@ def cmd_options(ctx: Context) -> int:
                         "nixos": s.nixos,
                     }
                     for s in CONTAINER_SETTINGS
-                ]
-            }
+                ],
+                "host-options": [
+                    {"key": s.key, "type": s.type, "default": s.default_text, "description": s.doc}
+                    for s in HOST_SETTINGS
+                ],
+            }  # fmt: skip
         )
         return 0
     for s in CONTAINER_SETTINGS:
+        print(f"{s.key} ({s.type}, default {s.default_text})\n    {s.doc}")
+    print("\n[host] keys:")
+    for s in HOST_SETTINGS:
         print(f"{s.key} ({s.type}, default {s.default_text})\n    {s.doc}")
     return 0
 

@@ -81,3 +81,24 @@ def test_fish(setup: tuple[Path, dict[str, str]]) -> None:
     assert fish("cove st") == ["start", "status", "stop"]
     assert fish("cove start ") == ["cache", "db", "web"]
     assert "--prune" in fish("cove apply --")
+
+
+def test_choices_sub_verbs_and_config_after_the_verb(setup: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = setup
+    other = tmp / "other.toml"
+    other.write_text("[containers.elsewhere]\n")
+    assert bash(setup, "cove", "completion", "") == ["bash", "fish", "zsh"]
+    assert bash(setup, "cove", "man", "") == ["1", "5"]
+    assert bash(setup, "cove", "image", "rm", "") == []
+    assert bash(setup, "cove", "image", "rebase", "") == ["cache", "db", "web"]
+    assert bash(setup, "cove", "run", "web", "--", "") == []
+    assert bash(setup, "cove", "--config", str(other), "start", "") == ["elsewhere"]
+    fish = subprocess.run(["fish", "-c", f"source {tmp}/cove.fish; complete -C 'cove "
+                           f"--config {other} start '"], capture_output=True, text=True,
+                          env=env)  # fmt: skip
+    assert [w.split("\t")[0] for w in fish.stdout.splitlines()] == ["elsewhere"]
+    stubs = 'compadd() { shift; print -l -- "$@" }; _files() { print FILES }'
+    zsh = subprocess.run(["zsh", "-f", "-c", f"{stubs}; source {tmp}/cove.zsh >/dev/null 2>&1; "
+                          f"words=(cove --config {other} start ''); CURRENT=5; _cove"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert zsh.stdout.split() == ["elsewhere"]

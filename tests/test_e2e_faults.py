@@ -72,11 +72,21 @@ def test_doctor_fixes_what_a_killed_supervisor_left_and_spares_the_running(
     os.kill(supervisor, signal.SIGKILL)  # the supervisor this test's cove started
     wait_for(lambda: status(net_host, victim)["state"] == "orphaned")
 
+    # Its guest still runs: a running container, which doctor names but never touches.
     found = net_host.cove("doctor")
     assert found.returncode == 1
+    assert f"orphaned container: {victim} runs without its supervisor" in found.stdout
+    spared = net_host.cove("doctor", "--fix")
+    assert f"`cove stop {victim}` stops it" in spared.stdout
+    assert status(net_host, victim)["state"] == "orphaned"
+    # Its processes killed too (as a crash would): what is left is debris, and --fix takes it.
+    from cove import cgroups
+
+    group = cgroups.Group(f"cove-test-{net_host.tag}/{victim}")
+    group.kill()  # the processes of the container this test started
+    group.wait_empty(10)
+    found = net_host.cove("doctor")
     kinds = {line.split(":")[0] for line in found.stdout.splitlines()}
-    # Its guest still runs (in use, its network is not yet a leftover); reaping the runtime
-    # dir and cgroup takes the network down with it.
     assert {"runtime dir", "cgroup"} <= kinds, found.stdout
     assert bystander not in found.stdout
     assert "cove doctor --fix" in found.stderr

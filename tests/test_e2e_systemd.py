@@ -813,3 +813,56 @@ def test_cove_killed_mid_start_and_the_runtime_dir_gone_on_the_systemd_backend(
     assert "midstart" not in th.run(["cove", "doctor"]).stdout  # others' units may be there
     declare(th, "")
     cove(th, "apply", "--prune", check=True)
+
+
+def test_cove_killed_mid_stop_and_mid_apply_on_the_systemd_backend(th: TestHost) -> None:
+    slow = f"""
+        [containers.midstop]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]
+        timeout-stop-sec = 3
+        """
+    declare(th, slow)
+    cove(th, "start", "midstop", check=True)
+    # `cove stop` killed while systemd waits out the guest's stop timeout: the stop goes on.
+    th.run(["sh", "-c", "cove stop midstop & pid=$!; until systemctl is-active "
+            "cove@midstop.service | grep -q deactivating; do sleep 0.05; done; "
+            "kill -KILL $pid; wait"], timeout=60)  # fmt: skip
+    assert th.wait_until(["cove", "status", "midstop"], "down\n") == "down\n"
+    assert leftovers(th, "midstop") == []
+    # `cove apply` killed right after its first action; the next one finishes the plan.
+    declare(th, slow.replace("timeout-stop-sec = 3", "timeout-stop-sec = 3\nauto-start = true")
+            + f'[containers.midapply]\nimage = "{BUSYBOX}"\nboot = false\n'
+            'command = ["/bin/sh", "-c", "exec sleep 1000"]\nauto-start = true\n')  # fmt: skip
+    killed = th.run(["env", "COVE_TEST_FAULT=create", "cove", "apply"])
+    assert killed.returncode == -9 or killed.returncode == 137, killed.stdout + killed.stderr
+    cove(th, "apply", check=True)
+    assert '"actions": []' in cove(th, "plan", "--json", check=True)
+    assert cove(th, "status", "midapply") == "up\n" and cove(th, "status", "midstop") == "up\n"
+    declare(th, "")
+    cove(th, "apply", "--prune", check=True)
+    assert leftovers(th, "midstop") == [] and leftovers(th, "midapply") == []
+
+
+def test_an_ephemeral_root_filled_up_is_the_guests_enospc_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    declare(th, f"""
+        [containers.full]
+        image = "{BUSYBOX}"
+        boot = false
+        ephemeral = true
+        ephemeral-size = "8M"
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """)  # fmt: skip
+    cove(th, "start", "full", check=True)
+    fill = th.run(["cove", "run", "full", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M",
+                   "count=64"])  # fmt: skip
+    assert fill.returncode != 0 and "No space left on device" in fill.stderr
+    assert th.run(["cove", "run", "full", "--", "rm", "/root/big"]).returncode == 0
+    assert cove(th, "status", "full") == "up\n"
+    cove(th, "stop", "full", check=True)
+    assert leftovers(th, "full") == []
+    free = th.run(["df", "--output=avail", "/var/lib/cove"]).stdout.split()[-1]
+    assert int(free) > 0  # the host's side never filled

@@ -59,6 +59,8 @@ def test_what_cannot_be_carried_is_a_note(tmp_path: Path) -> None:
     assert "# NOTE db: `flake` has no cove equivalent" in text
     assert "# NOTE db: `futureOption` = 'something' has no cove key" in text
     assert "# NOTE vpn: no guest system given" in text
+    assert "# NOTE web: private-users is carried, but cove does not run it yet" in text
+    assert "# NOTE web: extra-veths forward-ports are carried" in text
 
 
 def test_the_converted_file_renders_every_container(tmp_path: Path) -> None:
@@ -78,3 +80,11 @@ def test_a_file_that_is_not_containers_json_is_a_clear_error(tmp_path: Path) -> 
     assert result.returncode == 2
     assert f"cove: {bad}: expected a JSON object of containers" in result.stderr
     assert "nix eval --json" in result.stderr
+
+
+def test_network_options_without_private_network_are_left_out_with_a_note() -> None:
+    table, notes = nixos.convert_container(
+        "plain", {"privateNetwork": False, "hostAddress": "10.1.0.1", "localAddress": "10.1.0.2"}
+    )
+    assert "host-address" not in table and "local-address" not in table
+    assert any("NixOS ignores them without privateNetwork" in n for n in notes)

@@ -65,6 +65,8 @@ class Context:
                 os.path.join(host.runtime_dir, name),
                 os.path.join(host.unit_dir, f"cove@{name}.service"),
                 str(host.container_state(name)),
+                str(host.container_log(name)),
+                os.path.join(host.state_dir, "applied", f"{name}.json"),
             )
         )
         if not left:
@@ -593,9 +595,15 @@ def cmd_destroy(ctx: Context) -> int:
                 "stops it and removes its data",
             )
     runtime, facts = ctx.backend()
+    missing = []
     for name in ctx.args.names:
         quickstart.forget(config.path, name)
-        c = ctx.container_or_leftover(name)
+        try:
+            c = ctx.container_or_leftover(name)
+        except NotFound as e:  # the others are still destroyed
+            report_error(e)
+            missing.append(name)
+            continue
         removed = runtime.destroy(facts, c)
         if name in config.containers:  # imperative: its file goes too
             imperative.remove(config, name)
@@ -604,7 +612,7 @@ def cmd_destroy(ctx: Context) -> int:
         print(f"{name}: destroyed" if removed else f"{name}: nothing to destroy")
     ctx.reload()
     sync_names(ctx)
-    return 0
+    return NotFound.exit_code if missing else 0
 
 
 def cmd_create(ctx: Context) -> int:
@@ -696,7 +704,10 @@ def cmd_import_nixos(ctx: Context) -> int:
     if ctx.args.output:
         from cove.runtimedir import write_atomic
 
-        write_atomic(Path(ctx.args.output), text, mode=0o644)
+        try:
+            write_atomic(Path(ctx.args.output), text, mode=0o644)
+        except OSError as e:
+            raise UsageError(f"{ctx.args.output}: cannot write: {e.strerror}") from None
     else:
         sys.stdout.write(text)
     notes = sum(len(n) for n in converted.notes.values())
@@ -901,7 +912,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="fail if another apply runs")
     json_flag(p)
     verb("autostart", cmd_autostart, "start every auto-start container (for boot scripts)")
-    p = verb("status", cmd_status, "print up, down, orphaned or gone")
+    p = verb("status", cmd_status, "print up, down, starting, stopping, failed, orphaned or gone")
     p.add_argument("name", metavar="NAME")
     json_flag(p)
     json_flag(verb("list", cmd_list, "list declared containers and their state"))
@@ -972,7 +983,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = verb("man", cmd_man, "print the manual page cove(1) or cove.toml(5), in roff")
     p.add_argument("section", choices=["1", "5"])
     verb("__names", cmd_names, None)
-    p = verb("options", cmd_options, "list every container key with type and default")
+    p = verb("options", cmd_options, "list every container and [host] key with type and default")
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")
     p = verb("__exec", cmd_exec, None)

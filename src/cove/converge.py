@@ -191,7 +191,8 @@ class Applier:
 
 
 def _done(action: Action) -> str:
-    keys = f" ({', '.join(action.keys)})" if action.keys else ""
+    keys = ", ".join(action.keys)
+    keys = f" {keys}" if keys.startswith("(") else f" ({keys})" if keys else ""
     past = {"stop": "stopped", "remove": "removed", "prune": "data removed",
             "restart": "restarted", "update": "updated", "create": "created",
             "start": "started"}[action.verb]  # fmt: skip

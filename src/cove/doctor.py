@@ -34,6 +34,7 @@ class Leftover:
     name: str  # the container it was of ("" when none)
     what: str
     fix: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    advice: str = "not cove's to remove: unmount it yourself"  # when there is no fix
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "container": self.name or None, "what": self.what,
@@ -73,7 +74,15 @@ class Doctor:
             self.__dict__.pop(cached, None)
         found: list[Leftover] = []
         for name in sorted(self.known_names()):
-            if self.backend.observe(self.facts, name).state in RUNNING:
+            state = self.backend.observe(self.facts, name).state
+            if state in RUNNING:
+                continue
+            group = cgroups.Group(f"{self.host.cgroup}/{name}")
+            if state == "orphaned" and group.exists() and group.pids():
+                # Its supervisor died but the guest runs: a running container, not debris.
+                found.append(Leftover("orphaned container", name, f"{name} runs without its "
+                                      "supervisor", advice=f"`cove stop {name}` stops it, "
+                                      f"`cove start {name}` takes it over"))  # fmt: skip
                 continue
             found += self._of_container(name)
         found += self._mounts()
@@ -97,6 +106,9 @@ class Doctor:
         if unit.exists() and name not in self.config.containers:
             found.append(Leftover("unit", name, str(unit),
                                   lambda: self.backend.forget(self.facts, name)))  # fmt: skip
+        if hasattr(self.backend, "unregister") and _registered(name):
+            found.append(Leftover("machine", name, f"machined registration {name}",
+                                  lambda: self.backend.unregister(name)))  # fmt: skip
         propagate = NSPAWN_PROPAGATE / name
         if propagate.exists() and not _nspawn_runs(name):
             found.append(Leftover("nspawn", name, str(propagate),
@@ -202,7 +214,7 @@ class Doctor:
         done: list[tuple[Leftover, str | None]] = []
         for leftover in leftovers:
             if leftover.fix is None:
-                done.append((leftover, "not cove's to remove: unmount it yourself"))
+                done.append((leftover, leftover.advice))
                 continue
             try:
                 leftover.fix()
@@ -218,6 +230,11 @@ def _namespace_in_use(ns: str) -> bool:
     if not os.path.exists(f"/run/netns/{ns}"):
         return False
     return bool(proc.run(["ip", "netns", "pids", ns], check=False).stdout.strip())
+
+
+def _registered(machine: str) -> bool:
+    """machined still lists the machine (its container is not running: a stale entry)."""
+    return proc.run(["machinectl", "show", machine, "--property=Name"], check=False).returncode == 0
 
 
 def _nspawn_runs(machine: str) -> bool:

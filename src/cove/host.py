@@ -26,6 +26,9 @@ def cove_executable() -> str:
     here = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if os.path.basename(here) == "cove" and os.access(here, os.X_OK):
         return here
+    beside = os.path.join(os.path.dirname(sys.executable), "cove")  # a venv's, for cove.api
+    if os.access(beside, os.X_OK):
+        return beside
     return find_program("cove") or "/usr/bin/cove"
 
 

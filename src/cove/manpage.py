@@ -12,7 +12,7 @@ from cove.parsing import Setting
 
 def _esc(text: str) -> str:
     """Text as roff reads it: backslashes and hyphens escaped, no line starting with a dot."""
-    text = text.replace("\\", "\\e").replace("-", "\\-")
+    text = text.replace("`", "").replace("\\", "\\e").replace("-", "\\-")
     return "\n".join(("\\&" + line if line.startswith((".", "'")) else line)
                      for line in text.splitlines())  # fmt: skip
 
@@ -47,6 +47,13 @@ def cove_1() -> str:
             _esc("The config file (default: $COVE_CONFIG, else /etc/cove/cove.toml)."),
             ".TP", "\\fB\\-\\-debug\\fR",
             _esc("Print every command cove runs, as a line one can paste."),
+            ".TP", "\\fB\\-h\\fR, \\fB\\-\\-help\\fR",
+            _esc("Print the help of cove, or of a verb (cove VERB --help), and exit."),
+            ".TP", "\\fB\\-\\-version\\fR", _esc("Print cove's version and exit."),
+            ".SH ENVIRONMENT", ".TP", "\\fBCOVE_CONFIG\\fR",
+            _esc("The config file when --config is not given."),
+            ".TP", "\\fBNO_COLOR\\fR",
+            _esc("When set, cove prints no escape codes (progress becomes plain lines)."),
             ".SH EXIT STATUS",
             _esc("0 success, 1 an operation failed, 2 a usage or config error, 3 not found. "
                  "cove run passes the command's own exit code through and uses 125 for its "

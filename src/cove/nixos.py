@@ -19,6 +19,9 @@ from typing import Any
 from cove.settings import CONTAINER_SETTINGS
 
 BY_NIXOS = {s.nixos: s for s in CONTAINER_SETTINGS if s.nixos}
+NEEDS_PRIVATE_NETWORK = {"host-bridge", "host-address", "host-address6", "local-address",
+                         "local-address6", "local-mac-address", "forward-ports", "interfaces",
+                         "macvlans", "extra-veths"}  # fmt: skip
 # Options of the guest's own system, or of how NixOS builds it: nothing for cove to run.
 NOT_CARRIED = {
     "config": "the guest's NixOS configuration cannot be carried: give the container an "
@@ -89,6 +92,18 @@ def convert_container(name: str, options: Mapping[str, Any]) -> tuple[dict[str, 
             table[setting.key] = {veth: _plain(entry) for veth, entry in value.items()}
         else:
             table[setting.key] = _plain(value)
+    ignored = sorted(k for k in table if k in NEEDS_PRIVATE_NETWORK)
+    if ignored and not table.get("private-network"):
+        for key in ignored:
+            del table[key]
+        notes.append(f"{', '.join(ignored)} left out: NixOS ignores them without privateNetwork"
+                     " (cove refuses them)")  # fmt: skip
+    if table.get("private-users", "no") != "no":
+        notes.append("private-users is carried, but cove does not run it yet: `cove start` "
+                     "refuses the container until it is removed")  # fmt: skip
+    if any("forward-ports" in veth for veth in table.get("extra-veths", {}).values()):
+        notes.append("extra-veths forward-ports are carried: cove forwards them (check that you "
+                     "want that)")  # fmt: skip
     if "config" not in options and "path" not in options and "flake" not in options:
         notes.append("no guest system given: it boots the host's own /usr (image = \"host\"); "
                      "set `image` for another root")  # fmt: skip

@@ -162,15 +162,18 @@ def parse_forward_ports(
 
 VETH_SETTINGS: tuple[Setting, ...] = (
     Setting("host-bridge", "host_bridge", "interface name", None, parse_ifname,
-            "enslave the host side of the veth (vb-NAME) to this existing bridge", "hostBridge"),
+            "enslave the host side of the veth (vb-NAME; an extra veth's keeps its own name) "
+            "to this existing bridge", "hostBridge"),
     Setting("host-address", "host_address", "IPv4 address", None, parse_ipv4,
-            "address of the host side of the veth; the guest's default route goes via it "
-            "(with host-bridge: the guest's gateway on the bridge)", "hostAddress"),
+            "address of the host side of the veth; the main veth's is the guest's default route "
+            "(with host-bridge: its gateway on the bridge); an extra veth gets no default route",
+            "hostAddress"),
     Setting("host-address6", "host_address6", "IPv6 address", None, parse_ipv6,
             "IPv6 address of the host side (with host-bridge: the guest's gateway)",
             "hostAddress6"),
     Setting("local-address", "local_address", "IPv4 address", None, parse_ipv4,
-            "address of the container's side (eth0)", "localAddress"),
+            "address of the container's side (eth0 for the main veth, the extra veth's name for "
+            "an extra one)", "localAddress"),
     Setting("local-address6", "local_address6", "IPv6 address", None, parse_ipv6,
             "IPv6 address of the container's side", "localAddress6"),
     Setting("local-mac-address", "local_mac_address", "MAC address", None, parse_mac,

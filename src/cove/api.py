@@ -51,7 +51,8 @@ class Host:
         try:
             return self.config.containers[name]
         except KeyError:
-            raise NotFound(f"no container {name!r} in {self.config.path}") from None
+            raise NotFound(f"no container {name!r} in {self.config.path}",
+                           hint="`cove list` shows the declared containers") from None  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ def stop(host: Host, name: str, terminate: bool = False) -> bool:
 
 
 def status(host: Host, name: str) -> Status:
+    """What the host says about a declared container now (a name nothing declares raises
+    NotFound, where the command line prints `gone`). `details` is the backend's own record:
+    the unit and its state on systemd, the supervisor's status on direct."""
     observed = host.backend.observe(host.facts, host.container(name).name)
     return Status(name, observed.state, observed.leader, dict(observed.status))
 

@@ -96,8 +96,11 @@ def check_start(r: Render) -> None:
         c = r.container
         raise CoveError(
             f"cannot start {c.name}: not supported yet: {', '.join(r.unsupported)}",
-            hint=f"`cove render {c.name}` shows what they will do; remove them from "
-            f"containers.{c.name} in {c.source} to start it now",
+            hint=f"`cove render {c.name}` shows what "
+            + ("it" if len(r.unsupported) == 1 else "they")
+            + " will do; remove "
+            + ("it" if len(r.unsupported) == 1 else "them")
+            + f" from containers.{c.name} in {c.source} to start it now",
         )
     missing = [p for p in r.required_paths if not os.path.exists(p)]
     if missing:

@@ -269,7 +269,13 @@ def render(c: Container, facts: HostFacts) -> Render:
 def render_text(r: Render) -> str:
     """`cove render NAME`: the unit, then the argv one argument per line."""
     name = r.container.name
-    lines = [f"# cove@{name}.service", r.unit.rstrip("\n"), "", f"# argv ({len(r.argv)})"]
+    lines = [
+        f"# cove@{name}.service",
+        r.unit.rstrip("\n"),
+        "",
+        f"# argv ({len(r.argv)}; as the direct backend runs nspawn, the unit's ExecStart= above "
+        "is the systemd backend's)",
+    ]
     lines += list(r.argv)
     lines += ["", "# root", *r.layout.to_args()]
     if r.net:

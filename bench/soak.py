@@ -6,8 +6,9 @@
   namespace of the bench's own.
 
 Reports cycles per minute, the spread of cycle times, the supervisor's open files and memory,
-and whether `cove doctor` finds anything afterwards. Run as root:
-`.venv/bin/python bench/soak.py [--cycles N]` (default 300).
+and whether `cove doctor` finds anything afterwards. `--backend systemd` runs the same cycles
+inside a test host (tests/testhost.py), where the containers are units. Run as root:
+`.venv/bin/python bench/soak.py [--cycles N] [--backend direct|systemd]` (default 300, direct).
 """
 
 from __future__ import annotations
@@ -80,12 +81,60 @@ def report(label: str, result: Soak) -> None:
               f"{result.rss_kb[0] / 1024:.1f}, last {result.rss_kb[-1] / 1024:.1f}")  # fmt: skip
 
 
+# Runs inside the test host: N start/stop cycles of one container, as JSON seconds.
+INSIDE = """
+import json, subprocess, sys, time
+name, runs = sys.argv[1], int(sys.argv[2])
+cycles, failures = [], []
+for i in range(runs):
+    began = time.perf_counter()
+    for verb in ("start", "stop"):
+        done = subprocess.run(["cove", verb, name], capture_output=True, text=True)
+        if done.returncode:
+            failures.append(f"cycle {i} {verb}: {done.stderr.strip()}")
+    cycles.append(time.perf_counter() - began)
+print(json.dumps({"cycles": cycles, "failures": failures}))
+"""
+
+
+def systemd_soak(cycles: int) -> None:
+    import json
+    import secrets
+
+    from tests.testhost import TestHost, tree, wheel
+
+    th = TestHost(f"soak{secrets.token_hex(2)}", tree(CACHE), wheel(CACHE),
+                  {"/srv/images/busybox": busybox_tree(CACHE)})  # fmt: skip
+    try:
+        th.boot()
+        th.write("/etc/cove/cove.toml", write_config(Path("/srv/images/busybox"))
+                 .read_text().split("\n\n", 1)[1])  # fmt: skip
+        for label, name in (("ephemeral booted", "soak-boot"),
+                            ("persistent veth + forward", "soak-net")):  # fmt: skip
+            done = th.run(["python3", "-c", INSIDE, name, str(cycles)], check=True,
+                          timeout=3600)  # fmt: skip
+            data = json.loads(done.stdout)
+            report(f"systemd, {label}", Soak(cycles=data["cycles"], failures=data["failures"]))
+        doctor = th.run(["cove", "doctor"])
+        print(f"cove doctor afterwards (test host): {doctor.stdout.strip()}")
+    finally:
+        th.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=300)
+    parser.add_argument("--backend", choices=["direct", "systemd"], default="direct")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/soak.py starts real containers: run it as root")
+    if args.backend == "systemd":
+        WORK.mkdir(parents=True, exist_ok=True)
+        try:
+            systemd_soak(args.cycles)
+        finally:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
+        return 0
     subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
     WORK.mkdir(parents=True)
     config = write_config(busybox_tree(CACHE))

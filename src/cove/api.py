@@ -20,12 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from cove.converge import Outcome
+from cove.errors import ConfigError, CoveError, NotFound
 from cove.model import Config, Container
-from cove.plan import Plan
+from cove.plan import Action, Plan
 from cove.render import HostFacts, Render
 
 __all__ = [
+    "Action",
+    "Config",
+    "ConfigError",
+    "Container",
+    "CoveError",
     "Host",
+    "NotFound",
+    "Outcome",
+    "Plan",
+    "Render",
     "Status",
     "apply",
     "load",
@@ -46,8 +56,6 @@ class Host:
     backend: Any  # the module cove.direct or cove.systemd
 
     def container(self, name: str) -> Container:
-        from cove.errors import NotFound
-
         try:
             return self.config.containers[name]
         except KeyError:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,9 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         return False, observe(facts, c.name).leader
     try:
         if leftover:
+            if observe_group(facts, c.name):
+                print(f"cove: {c.name} was running without its supervisor: stopping that "
+                      "instance, then starting it again", file=sys.stderr)  # fmt: skip
             _reap_orphan(facts, c, runtime, c.timeout_stop_sec)
         else:
             _check_cgroup_free(facts, c)
@@ -207,6 +211,11 @@ def _claim_images(facts: HostFacts, r: Render, runtime: RuntimeDir) -> None:
 
         for identity in used:
             images.claim(facts.host, identity, runtime.path, "running")
+
+
+def observe_group(facts: HostFacts, name: str) -> bool:
+    """Processes still live in the container's cgroup."""
+    return bool(cgroups.Group(f"{facts.host.cgroup}/{name}").pids())
 
 
 def _check_cgroup_free(facts: HostFacts, c: Container) -> None:

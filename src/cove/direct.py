@@ -150,29 +150,9 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         os.close(lock_fd)
         raise
     proc.debug("+ " + proc.command_line(r.argv, nspawn_env(r, runtime)))
-    report_r, report_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the supervisor; exits through os._exit
-        code = 1
-        try:
-            os.close(report_r)
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            quickstart.close_other_fds(0, 1, 2, report_w, lock_fd)
-            code = supervise(r, facts, runtime, report_w)
-        finally:
-            os._exit(code)
-    os.close(report_w)
-    os.close(log_fd)
-    os.close(lock_fd)
-    with os.fdopen(report_r, "rb") as f:
-        line = f.readline()
-    # The supervisor is not our child for long: it is reaped by init once we exit.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    line = quickstart.fork_supervisor(
+        lock_fd, log_fd, lambda report: supervise(r, facts, runtime, report)
+    )
     report = _read_report(line)
     if not report.get("ok"):
         raise start_failure(c.name, line, str(log_path(facts, c.name)))

@@ -28,6 +28,7 @@ import time
 
 TYPE_CHECKING = False  # typing itself costs this path about 5 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from cove.model import Config
@@ -230,6 +231,21 @@ def start(argv: list[str]) -> int | None:
     if claimed is None:
         return None
     lock_fd, log_fd = claimed
+    line = fork_supervisor(lock_fd, log_fd, lambda report: _supervise(card, data, report))
+    if line.startswith(b'{"ok": true, "leader": '):
+        leader = line.partition(b'"leader": ')[2].rstrip(b"}\n").decode()
+        print(f"{card['name']}: started (leader PID {leader})")
+        return 0
+    from cove.cli import report_error
+    from cove.direct import start_failure
+
+    return report_error(start_failure(card["name"], line, card["log"]))
+
+
+def fork_supervisor(lock_fd: int, log_fd: int, supervise: Callable[[int], int]) -> bytes:
+    """Fork the container's supervisor: a session of its own, the console log as its output,
+    the runtime dir's lock and nothing else of ours. It runs `supervise(report_fd)`; this
+    returns the one line it reports (empty if it died before)."""
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the supervisor; exits through os._exit
@@ -242,7 +258,7 @@ def start(argv: list[str]) -> int | None:
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             close_other_fds(0, 1, 2, report_w, lock_fd)
-            code = _supervise(card, data, report_w)
+            code = supervise(report_w)
         finally:
             os._exit(code)
     os.close(report_w)
@@ -250,18 +266,11 @@ def start(argv: list[str]) -> int | None:
     os.close(lock_fd)
     with os.fdopen(report_r, "rb") as f:
         line = f.readline()
-    try:
+    try:  # the supervisor is not our child for long: init reaps it once we exit
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-    if line.startswith(b'{"ok": true, "leader": '):
-        leader = line.partition(b'"leader": ')[2].rstrip(b"}\n").decode()
-        print(f"{card['name']}: started (leader PID {leader})")
-        return 0
-    from cove.cli import report_error
-    from cove.direct import start_failure
-
-    return report_error(start_failure(card["name"], line, card["log"]))
+    return line
 
 
 def close_other_fds(*keep: int) -> None:

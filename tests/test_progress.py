@@ -11,6 +11,18 @@ import pytest
 
 from cove.images import Progress
 
+
+def drain(master: int) -> str:
+    """What the terminal got, read while its slave side is still open (Linux may drop what is
+    left in a pty once the slave closes)."""
+    import select
+
+    chunks = []
+    while select.select([master], [], [], 0.2)[0]:
+        chunks.append(os.read(master, 65536))
+    return b"".join(chunks).decode()
+
+
 LINES = [
     "I: Retrieving InRelease",
     "I: Retrieving Packages",
@@ -34,6 +46,8 @@ def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_one_line_rewritten_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
     master, slave = pty.openpty()
     with open(slave, "w") as terminal:
         monkeypatch.setattr(sys, "stderr", terminal)
@@ -41,7 +55,8 @@ def test_one_line_rewritten_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
         for line in LINES:
             progress.step(line)
         progress.done()
-    shown = os.read(master, 65536).decode()
+        terminal.flush()
+        shown = drain(master)
     os.close(master)
     assert "\n" not in shown
     updates = shown.split("\r\x1b[K")
@@ -64,7 +79,8 @@ def test_no_escape_codes_with_no_color_or_a_dumb_terminal(
         for line in LINES:
             progress.step(line)
         progress.done()
-    shown = os.read(master, 65536).decode()
+        terminal.flush()
+        shown = drain(master)
     os.close(master)
     assert "\x1b" not in shown
     assert "cove:   I: Extracting base-files..." in shown.replace("\r", "")
@@ -83,8 +99,8 @@ def test_apply_counts_its_actions_on_a_terminal(tmp_path: Path) -> None:
     env = {**os.environ, "COVE_CONFIG": str(config)}
     master, slave = pty.openpty()
     ran = subprocess.run([*COVE, "apply"], stdout=slave, stderr=subprocess.PIPE, env=env)
+    shown = drain(master).replace("\r", "")
     os.close(slave)
-    shown = os.read(master, 65536).decode().replace("\r", "")
     os.close(master)
     assert ran.returncode == 0, ran.stderr
     assert shown == "[1/2] a: created\n[2/2] b: created\n"

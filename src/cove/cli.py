@@ -888,9 +888,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("terminate", cmd_terminate, "kill containers at once"),
         ("destroy", cmd_destroy, "stop containers and remove their state and logs"),
     ):
-        verb(name, func, text).add_argument("names", nargs="+", metavar="NAME")
+        verb(name, func, text).add_argument("names", nargs="+", metavar="NAME",
+                                            help="container names")  # fmt: skip
     p = verb("create", cmd_create, "create an imperative container (config-dir/containers/)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     p.add_argument("--image", help='its image (default "host")')
     p.add_argument("--host-address", metavar="ADDRESS", help="the host side's address")
     p.add_argument("--local-address", metavar="ADDRESS", help="the container's address")
@@ -901,7 +902,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--ensure-unique-name", action="store_true",
                    help="if NAME is taken, use NAME-0, NAME-1, ... (printed)")  # fmt: skip
     p = verb("update", cmd_update, "apply the file's current settings to one container")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     p = verb("plan", cmd_plan, "show what apply would do to make the host as the file says")
     p.add_argument("--prune", action="store_true", help="plan to remove dropped containers' data")
     json_flag(p)
@@ -913,7 +914,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     json_flag(p)
     verb("autostart", cmd_autostart, "start every auto-start container (for boot scripts)")
     p = verb("status", cmd_status, "print up, down, starting, stopping, failed, orphaned or gone")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     json_flag(p)
     json_flag(verb("list", cmd_list, "list declared containers and their state"))
     p = verb(
@@ -922,18 +923,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "run a command in a running container",
         usage="cove run NAME -- COMMAND [ARG...]",
     )
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.add_argument("name", metavar="NAME", help="a container name")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="the command and its arguments, after --")  # fmt: skip
     p = verb("logs", cmd_logs, "print a container's console log (kept after it stopped)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
     p.add_argument("-f", "--follow", action="store_true", help="then print what follows")
     p = verb("login", cmd_login, "log in to a running container (its accounts, a terminal)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     p = verb("root-login", cmd_root_login, "open a root shell in a running container")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     p = verb("show-ip", cmd_show_ip, "print the container's address (IPv4, else IPv6)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a container name")
     json_flag(p)
     image = verb("image", None, "build and manage images")
     if image is not unused:

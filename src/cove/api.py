@@ -16,6 +16,7 @@ on the host for real, as the verbs do: run them as root.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,21 +97,20 @@ def render(host: Host, name: str) -> Render:
 
 def plan(host: Host, prune: bool = False) -> Plan:
     """What `apply` would do, and why (see cove.plan)."""
-    return _planned(host, prune)[0]
+    from cove.converge import planned
+
+    return planned(host.config, host.backend, host.facts, prune)[0]
 
 
 def apply(host: Host, prune: bool = False, wait: bool = True) -> list[Outcome]:
     """Make the host as the file says; one Outcome per action (`.error` is None when it
     succeeded). Another apply running at once is waited for, or (wait=False) an error."""
-    from cove import hostsfile
-    from cove.converge import Applier, apply_lock
+    from cove.converge import apply_file
 
-    with apply_lock(host.config.host, wait=wait):
-        planned, renders = _planned(host, prune)
-        hostsfile.sync(host.config.host.hosts_file, host.config)
-        return Applier(host.config, renders, host.backend, host.facts, lambda _: None).apply(
-            planned
-        )
+    silent: Callable[[str], None] = lambda _: None  # noqa: E731 - a library prints nothing
+    _, outcomes = apply_file(host.config, host.backend, host.facts, lambda _: silent,
+                             prune=prune, wait=wait)  # fmt: skip
+    return outcomes
 
 
 def start(host: Host, name: str) -> int | None:
@@ -130,13 +130,3 @@ def status(host: Host, name: str) -> Status:
     the unit and its state on systemd, the supervisor's status on direct."""
     observed = host.backend.observe(host.facts, host.container(name).name)
     return Status(name, observed.state, observed.leader, dict(observed.status))
-
-
-def _planned(host: Host, prune: bool) -> tuple[Plan, dict[str, Render]]:
-    from cove.converge import read_records
-    from cove.plan import make_plan
-
-    renders = {name: render(host, name) for name in host.config.containers}
-    records = read_records(host.config.host)
-    running = host.backend.running_names(host.facts)
-    return make_plan(renders, records, running, host.config.path, prune), renders

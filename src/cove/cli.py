@@ -163,18 +163,6 @@ def _stop(ctx: Context, terminate: bool) -> int:
     return 0
 
 
-def _planned(ctx: Context, prune: bool) -> tuple[Plan, dict[str, Render], Any, HostFacts]:
-    from cove.converge import read_records
-    from cove.plan import make_plan
-
-    runtime, facts = ctx.backend()
-    renders = {name: ctx.render(name) for name in ctx.config.containers}
-    records = read_records(ctx.config.host)
-    running = runtime.running_names(facts)
-    plan = make_plan(renders, records, running, ctx.config.path, prune)
-    return plan, renders, runtime, facts
-
-
 def _print_plan(ctx: Context, plan: Plan) -> None:
     if ctx.args.json:
         _print_json({"config": ctx.config.path, "actions": [a.to_json() for a in plan.actions],
@@ -203,24 +191,25 @@ def _counted(plan: Plan) -> Callable[[str], None]:
 
 
 def cmd_plan(ctx: Context) -> int:
-    plan, *_ = _planned(ctx, ctx.args.prune)
+    from cove.converge import planned
+
+    runtime, facts = ctx.backend()
+    plan, _ = planned(ctx.config, runtime, facts, ctx.args.prune)
     _print_plan(ctx, plan)
     return 0
 
 
 def cmd_apply(ctx: Context) -> int:
-    from cove.converge import Applier, apply_lock
+    from cove.converge import apply_file
 
-    with apply_lock(ctx.config.host, wait=not ctx.args.no_wait):
-        plan, renders, runtime, facts = _planned(ctx, ctx.args.prune)
-        if ctx.args.dry_run:
-            _print_plan(ctx, plan)
-            return 0
-        sync_names(ctx)
-        if not plan.actions:
-            print("nothing to do: the host is as the file says")
-            return 0
-        outcomes = Applier(ctx.config, renders, runtime, facts, _counted(plan)).apply(plan)
+    if ctx.args.dry_run:
+        return cmd_plan(ctx)
+    runtime, facts = ctx.backend()
+    plan, outcomes = apply_file(ctx.config, runtime, facts, _counted, prune=ctx.args.prune,
+                                wait=not ctx.args.no_wait)  # fmt: skip
+    if not plan.actions:
+        print("nothing to do: the host is as the file says")
+        return 0
     failed = [o for o in outcomes if o.error]
     if failed:
         print(f"cove: {len(failed)} of {len(outcomes)} actions failed", file=sys.stderr)
@@ -644,18 +633,12 @@ def cmd_update(ctx: Context) -> int:
 
 def _apply_one(ctx: Context, name: str, say: Callable[[str], None] = print) -> int:
     """Plan and apply for one container only (create, update)."""
-    from dataclasses import replace
+    from cove.converge import apply_file
 
-    from cove.converge import Applier, apply_lock
-
-    with apply_lock(ctx.config.host, wait=True):
-        plan, renders, runtime, facts = _planned(ctx, prune=False)
-        mine = replace(plan, actions=tuple(a for a in plan.actions if a.name == name))
-        sync_names(ctx)
-        if not mine.actions:
-            say(f"{name}: up to date")
-            return 0
-        outcomes = Applier(ctx.config, renders, runtime, facts, say).apply(mine)
+    runtime, facts = ctx.backend()
+    plan, outcomes = apply_file(ctx.config, runtime, facts, lambda _: say, only=name)
+    if not plan.actions:
+        say(f"{name}: up to date")
     return EXIT_FAILED if any(o.error for o in outcomes) else 0
 
 

@@ -86,6 +86,43 @@ def apply_lock(host: HostConfig, wait: bool) -> Iterator[None]:
         os.close(fd)
 
 
+def planned(
+    config: Config, backend: Any, facts: HostFacts, prune: bool = False
+) -> tuple[Plan, dict[str, Render]]:
+    """The plan for a file on this host, and the renders it was made from."""
+    from cove.plan import make_plan
+    from cove.render import render
+
+    renders = {name: render(c, facts) for name, c in config.containers.items()}
+    running = backend.running_names(facts)
+    return make_plan(renders, read_records(config.host), running, config.path, prune), renders
+
+
+def apply_file(
+    config: Config,
+    backend: Any,
+    facts: HostFacts,
+    announce: Callable[[Plan], Callable[[str], None]],
+    prune: bool = False,
+    wait: bool = True,
+    only: str | None = None,
+) -> tuple[Plan, list[Outcome]]:
+    """Under the apply lock: plan (for one container with `only`), bring the hosts file in
+    step, carry the plan out; `announce(plan)` gives what reports each action done."""
+    from dataclasses import replace
+
+    from cove import hostsfile
+
+    with apply_lock(config.host, wait=wait):
+        plan, renders = planned(config, backend, facts, prune)
+        if only is not None:
+            plan = replace(plan, actions=tuple(a for a in plan.actions if a.name == only))
+        hostsfile.sync(config.host.hosts_file, config)
+        if not plan.actions:
+            return plan, []
+        return plan, Applier(config, renders, backend, facts, announce(plan)).apply(plan)
+
+
 @dataclass
 class Outcome:
     action: Action

@@ -79,7 +79,7 @@ def eligible(r: Render) -> bool:
 def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
     """Write the card of a container just started through the normal path (or remove a card
     that no longer applies). Best effort: without a card the next start is only slower."""
-    from cove import cgroups, hostetc, proc
+    from cove import cgroups, proc
     from cove.config import imperative_dir
     from cove.model import Backend
     from cove.recipes import recipe_of
@@ -129,7 +129,8 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
             "host_usr": layout.host_usr,
             # The host image: the generated root the card was made with, and this one's layer.
             "host_base": layout.host_base,
-            "host_key": hostetc.host_base_key() if layout.host_base else None,
+            # The start just pointed this link at the root made for the host's /etc as it is.
+            "host_key": os.readlink(layout.host_base) if layout.host_base else None,
             "base": layout.base,
             "timeout_start": float(c.timeout_start_sec),
             "ephemeral": c.ephemeral,
@@ -340,7 +341,8 @@ def _host_base_current(card: dict[str, Any]) -> bool:
 
     key = host_base_key()
     try:
-        return bool(key == card["host_key"] and os.readlink(card["host_base"]) == f"host-{key}")
+        link = os.readlink(card["host_base"])
+        return bool(link == card["host_key"] == f"host-{key}")
     except OSError:
         return False
 
@@ -443,36 +445,47 @@ def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
 
 
 def _launch(card: dict[str, Any]) -> int:
-    """Fork, join the nspawn cgroup, mount the root and exec nspawn; its PID, or the reason
-    it could not run as an OSError."""
+    """Join the nspawn cgroup, mount the root and exec nspawn, in a child: its PID."""
+
+    def prepare() -> None:
+        for d in card["cgroups"]:
+            _join(os.path.join(d, "nspawn"))
+        from cove import overlay
+
+        overlay.mount_root(
+            card["root"],
+            card["lower"],
+            card["upper"],
+            card["work"],
+            card["scratch"],
+            card["scratch_size"],
+            card["host_usr"],
+        )
+
+    return spawn(card["argv"], card["env"], prepare)
+
+
+def spawn(argv: list[str], env: dict[str, str], prepare: Callable[[], None]) -> int:
+    """Fork a child that takes back the default signal dispositions, runs `prepare` (its
+    cgroup, its mounts) and execs `argv`: the child's PID once the exec happened, or an
+    OSError saying why it did not (a CoveError's message, or the exception)."""
     import _signal  # signal.py would load enum
 
-    err_r, err_w = os.pipe()
+    err_r, err_w = os.pipe()  # close-on-exec: EOF tells the exec worked
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, then execs
         try:
             os.close(err_r)
-            for sig in (_signal.SIGPIPE, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+            for sig in (_signal.SIGPIPE, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP,
+                        _signal.SIGCHLD):  # fmt: skip
                 _signal.signal(sig, _signal.SIG_DFL)
-            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             _signal.set_wakeup_fd(-1)
-            for d in card["cgroups"]:
-                _join(os.path.join(d, "nspawn"))
-            from cove import overlay
-
-            overlay.mount_root(
-                card["root"],
-                card["lower"],
-                card["upper"],
-                card["work"],
-                card["scratch"],
-                card["scratch_size"],
-                card["host_usr"],
-            )
-            os.execve(card["argv"][0], card["argv"], card["env"])
+            prepare()
+            os.execve(argv[0], argv, env)
         except BaseException as e:
+            why = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             try:
-                os.write(err_w, f"{type(e).__name__}: {e}".encode())
+                os.write(err_w, str(why).encode())
             except BaseException:
                 pass
         os._exit(127)

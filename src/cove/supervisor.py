@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cove import cgroups, net, proc, rootfs, syscalls
+from cove import cgroups, net, proc, quickstart, rootfs, syscalls
 from cove.errors import CoveError
 from cove.render import HostFacts, Render
 from cove.runtimedir import RuntimeDir, remove_nspawn_leftovers
@@ -255,39 +255,17 @@ class Supervisor:
 
     # -- launching ---------------------------------------------------------------------------
     def _launch(self) -> int:
-        err_r, err_w = os.pipe()
-        env = nspawn_env(self.render, self.runtime)
         argv = list(self.render.argv)
         self._say("+ " + proc.logged_line(argv))
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, then execs
-            try:
-                os.close(err_r)
-                for sig in (
-                    signal.SIGPIPE,
-                    signal.SIGTERM,
-                    signal.SIGINT,
-                    signal.SIGHUP,
-                    signal.SIGCHLD,
-                ):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
-                syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)
-                self.group.child("nspawn").join(os.getpid())
-                rootfs.assemble(self.render.layout)
-                os.execve(argv[0], argv, env)
-            except BaseException as e:
-                why = e.message if isinstance(e, CoveError) else f"{type(e).__name__}: {e}"
-                with contextlib.suppress(BaseException):
-                    os.write(err_w, why.encode())
-            os._exit(127)
-        os.close(err_w)
-        with os.fdopen(err_r, "rb") as f:
-            failure = f.read().decode(errors="replace")
-        if failure:
-            os.waitpid(pid, 0)
-            raise CoveError(failure)
-        return pid
+
+        def prepare() -> None:
+            self.group.child("nspawn").join(os.getpid())
+            rootfs.assemble(self.render.layout)
+
+        try:
+            return quickstart.spawn(argv, nspawn_env(self.render, self.runtime), prepare)
+        except OSError as e:
+            raise CoveError(str(e)) from None
 
     # -- events ------------------------------------------------------------------------------
     def _on_signal(self, sock: Any) -> None:

@@ -17,14 +17,13 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cove import cgroups, quickstart  # noqa: E402
+from bench.common import discard, host_table  # noqa: E402
 from tests.images import busybox_tree  # noqa: E402
 
 WORK = Path("/var/tmp/cove-bench-apply")
@@ -35,15 +34,7 @@ MANY, RUNNING, NEW = 1000, 50, 20
 
 
 def write(config: Path, image: Path, names: list[str], auto: set[str]) -> None:
-    head = textwrap.dedent(f"""\
-        [host]
-        backend = "direct"
-        state-dir = "{WORK}/state"
-        runtime-dir = "{WORK}/run"
-        log-dir = "{WORK}/log"
-        cgroup = "{GROUP}"
-        hosts-file = "{WORK}/hosts"
-        """)
+    head = host_table(WORK, GROUP)
     body = "".join(
         f'[containers.{n}]\nimage = "{image}"\nboot = false\nephemeral = true\n'
         f'command = ["/bin/sleep", "1000"]\n' + ("auto-start = true\n" if n in auto else "")
@@ -108,12 +99,7 @@ def main() -> int:
             write(config, image, [], set())
             subprocess.run([COVE, "--config", str(config), "apply", "--prune"], check=False,
                            capture_output=True)  # fmt: skip
-        group = cgroups.Group(GROUP)
-        group.kill()
-        group.wait_empty(10)
-        group.remove()
-        quickstart.forget_all(str(config))
-        subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
+        discard(WORK, GROUP, config)
     return 0
 
 

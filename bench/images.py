@@ -35,7 +35,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import host_table  # noqa: E402
 from cove import cgroups  # noqa: E402
 
 ROOT = Path("/var/tmp/cove-bench-images")
@@ -61,15 +61,7 @@ ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_NSPAWN_UNIFIED_HIERARCH
 
 def write_config(store: Path, built: Path | None = None, padded: Path | None = None) -> Path:
     config = WORK / "cove.toml"
-    text = textwrap.dedent(f"""\
-        [host]
-        backend = "direct"
-        state-dir = "{WORK}/state"
-        runtime-dir = "{WORK}/run"
-        log-dir = "{WORK}/log"
-        cgroup = "{GROUP}"
-        image-dir = "{store}"
-        """)
+    text = host_table(WORK, GROUP, f'image-dir = "{store}"')
     for name, image in zip(CONTAINERS, (built, padded), strict=True):
         if image is not None:
             text += f'\n[containers.{name}]\nimage = "{image}"\nboot = true\nephemeral = true\n'

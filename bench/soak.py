@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cove import cgroups, quickstart  # noqa: E402
+from bench.common import discard, host_table  # noqa: E402
 from tests.images import busybox_tree  # noqa: E402
 from tests.soak import Soak, process_usage, soak, supervisor_of  # noqa: E402
 
@@ -39,15 +39,8 @@ NETNS = "bench-soak-host"  # not cove-*: that prefix is for containers' namespac
 def write_config(busybox: Path) -> Path:
     config = WORK / "cove.toml"
     config.write_text(
-        textwrap.dedent(f"""\
-        [host]
-        backend = "direct"
-        state-dir = "{WORK}/state"
-        runtime-dir = "{WORK}/run"
-        log-dir = "{WORK}/log"
-        cgroup = "{GROUP}"
-        hosts-file = "{WORK}/hosts"
-
+        host_table(WORK, GROUP)
+        + textwrap.dedent(f"""\
         [containers.soak-boot]
         ephemeral = true
 
@@ -161,12 +154,7 @@ def main() -> int:
         subprocess.run([*inside, "terminate", "soak-boot", "soak-net"], env=env, check=False,
                        capture_output=True)  # fmt: skip
         subprocess.run(["ip", "netns", "delete", NETNS], check=False)
-        group = cgroups.Group(GROUP)
-        group.kill()
-        group.wait_empty(10)
-        group.remove()
-        quickstart.forget_all(str(config))
-        subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
+        discard(WORK, GROUP, config)
     return 0
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cove import cgroups, quickstart, rootfs  # noqa: E402
+from bench.common import discard, host_table  # noqa: E402
+from cove import cgroups, rootfs  # noqa: E402
 from tests.images import busybox_tree  # noqa: E402
 
 WORK = Path("/var/tmp/cove-bench")
@@ -45,14 +46,8 @@ TARGET = 1.3
 def write_config(busybox: Path) -> Path:
     config = WORK / "cove.toml"
     config.write_text(
-        textwrap.dedent(f"""\
-        [host]
-        backend = "direct"
-        state-dir = "{WORK}/state"
-        runtime-dir = "{WORK}/run"
-        log-dir = "{WORK}/log"
-        cgroup = "{GROUP}"
-
+        host_table(WORK, GROUP)
+        + textwrap.dedent(f"""\
         [containers.bench-host]
         ephemeral = true
 
@@ -204,12 +199,7 @@ def main() -> int:
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             cove(config, "terminate", "bench-host", "bench-busybox")
-        group = cgroups.Group(GROUP)
-        group.kill()
-        group.wait_empty(10)
-        group.remove()
-        subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)
-        quickstart.forget_all(str(config))
+        discard(WORK, GROUP, config)
     return 0
 
 

@@ -97,6 +97,14 @@ class Host:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+SLEEPER = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
+
+
+def sleeper(name: str, image: Path | str, extra: str = "") -> str:
+    """A container of `image` (busybox) whose command sleeps, with `extra` keys."""
+    return f'[containers.{name}]\nimage = "{image}"\n{SLEEPER}{extra}'
+
+
 @pytest.fixture
 def cove_host() -> Iterator[Host]:
     tag = secrets.token_hex(3)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cove import api
-from tests.conftest import Host
+from tests.conftest import Host, sleeper
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "api.py"
 
@@ -17,16 +17,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "api.py"
 @pytest.mark.e2e
 def test_the_example_plans_applies_reports_and_stops(cove_host: Host, busybox_image: Path):
     auto, idle = cove_host.name("auto"), cove_host.name("idle")
-    sleeper = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
-    cove_host.write(f"""
-        [containers.{auto}]
-        image = "{busybox_image}"
-        {sleeper}
-        auto-start = true
-        [containers.{idle}]
-        image = "{busybox_image}"
-        {sleeper}
-        """)
+    cove_host.write(sleeper(auto, busybox_image, "auto-start = true\n")
+                    + sleeper(idle, busybox_image))  # fmt: skip
     ran = subprocess.run([sys.executable, str(EXAMPLE), str(cove_host.config)],
                          capture_output=True, text=True)  # fmt: skip
     assert ran.returncode == 0, ran.stderr

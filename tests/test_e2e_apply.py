@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COVE, Host, ip_json
+from tests.conftest import COVE, SLEEPER, Host, ip_json, sleeper
 
 pytestmark = pytest.mark.e2e
-
-SLEEPER = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
 
 
 def plan(host: Host, *args: str) -> list[tuple[str, str, list[str]]]:
@@ -185,7 +183,7 @@ def test_fifty_declared_one_changed_apply_touches_exactly_one(
     cove_host: Host, busybox_image: Path
 ) -> None:
     names = [cove_host.name(f"m{i}") for i in range(50)]
-    text = "".join(f'[containers.{n}]\nimage = "{busybox_image}"\n{SLEEPER}' for n in names)
+    text = "".join(sleeper(n, busybox_image) for n in names)
     cove_host.write(text)
     assert len(cove_host.cove("apply", check=True).stdout.splitlines()) == 50
     cove_host.write(text.replace(f"[containers.{names[7]}]\n",
@@ -202,7 +200,7 @@ def test_an_apply_killed_after_any_kind_of_action_is_finished_by_the_next(
     a, b = cove_host.name("a"), cove_host.name("b")
 
     def box(name: str, extra: str = "") -> str:
-        return f'[containers.{name}]\nimage = "{busybox_image}"\n{SLEEPER}{extra}\n'
+        return sleeper(name, busybox_image, extra) + "\n"
 
     first = {
         "create": "", "start": "", "update": box(a), "restart": box(a, "auto-start = true"),
@@ -233,7 +231,7 @@ def test_an_apply_killed_after_any_kind_of_action_is_finished_by_the_next(
 
 def test_two_applies_at_once_queue_on_a_lock(cove_host: Host, busybox_image: Path) -> None:
     name = cove_host.name("lock")
-    cove_host.write(f'[containers.{name}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    cove_host.write(sleeper(name, busybox_image))
     (cove_host.root / "state").mkdir()
     lock = os.open(cove_host.root / "state" / "apply.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COVE, Host, ip_json
+from tests.conftest import COVE, SLEEPER, Host, ip_json, sleeper
 
 pytestmark = pytest.mark.e2e
-
-SLEEPER = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
 
 
 def networked(host: Host, short: str, image: Path, n: int) -> str:
@@ -112,7 +110,7 @@ def test_a_killed_nspawn_or_guest_pid1_is_a_crash_the_supervisor_restarts(
     cove_host: Host, busybox_image: Path, target: str
 ) -> None:
     name = cove_host.name(target[:6])
-    cove_host.write(f'[containers.{name}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    cove_host.write(sleeper(name, busybox_image))
     cove_host.cove("start", name, check=True)
     before = supervisor_status(cove_host, name)
     pid = before[target]
@@ -129,7 +127,7 @@ def test_a_runtime_dir_gone_while_down_as_after_a_reboot(
     cove_host: Host, busybox_image: Path
 ) -> None:
     name = cove_host.name("reboot")
-    cove_host.write(f'[containers.{name}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    cove_host.write(sleeper(name, busybox_image))
     cove_host.cove("start", name, check=True)
     cove_host.cove("run", name, "--", "sh", "-c", "echo kept > /data", check=True)
     cove_host.cove("stop", name, check=True)

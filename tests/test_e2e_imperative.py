@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COVE, Host
+from tests.conftest import COVE, SLEEPER, Host, sleeper
 
 pytestmark = pytest.mark.e2e
-
-SLEEPER = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
 
 
 def imperative_file(host: Host, name: str) -> Path:
@@ -29,7 +27,7 @@ def make_command_container(host: Host, name: str) -> None:
 
 def test_create_list_status_update_and_destroy(net_host: Host, busybox_image: Path) -> None:
     declared = net_host.name("decl")
-    net_host.write(f'[containers.{declared}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    net_host.write(sleeper(declared, busybox_image))
     name = net_host.name("imp")
     created = net_host.cove("create", name, "--image", str(busybox_image), "--port", "8080:80",
                             "--port", "udp:5353", check=True)  # fmt: skip
@@ -72,7 +70,7 @@ def test_create_refuses_a_taken_name_unless_asked_for_a_unique_one(
     cove_host: Host, busybox_image: Path
 ) -> None:
     taken = cove_host.name("web")
-    cove_host.write(f'[containers.{taken}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    cove_host.write(sleeper(taken, busybox_image))
     refused = cove_host.cove("create", taken)
     assert refused.returncode == 1
     assert f"cannot create {taken}: it exists (declared in {cove_host.config})" in refused.stderr
@@ -127,7 +125,7 @@ def test_list_shows_orphans_left_by_a_dropped_persistent_container(
     cove_host: Host, busybox_image: Path
 ) -> None:
     name = cove_host.name("left")
-    cove_host.write(f'[containers.{name}]\nimage = "{busybox_image}"\n{SLEEPER}')
+    cove_host.write(sleeper(name, busybox_image))
     cove_host.cove("apply", check=True)
     cove_host.cove("start", name, check=True)
     cove_host.cove("stop", name, check=True)

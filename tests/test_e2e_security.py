@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COVE, Host
+from tests.conftest import COVE, Host, sleeper
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +28,9 @@ def cove_files(top: Path) -> list[Path]:
 
 def test_state_runtime_and_log_dirs_are_root_only(cove_host: Host, busybox_image: Path) -> None:
     name = cove_host.name("modes")
-    cove_host.write(f"""
-        [containers.{name}]
-        image = "{busybox_image}"
-        boot = false
-        command = ["/bin/sh", "-c", "exec sleep 1000"]
-        auto-start = true
-        files = {{ "/etc/motd" = "hello" }}
-        """)
+    cove_host.write(
+        sleeper(name, busybox_image, 'auto-start = true\nfiles = { "/etc/motd" = "hello" }\n')
+    )
     cove_host.cove("apply", check=True)  # state, records, runtime dir, log, staged files
     tops = [cove_host.root / d for d in ("state", "run", "log")]
     for top in tops:
@@ -51,13 +46,7 @@ def test_state_runtime_and_log_dirs_are_root_only(cove_host: Host, busybox_image
 
 def test_environment_values_stay_out_of_coves_logs(cove_host: Host, busybox_image: Path) -> None:
     name = cove_host.name("secret")
-    cove_host.write(f"""
-        [containers.{name}]
-        image = "{busybox_image}"
-        boot = false
-        command = ["/bin/sh", "-c", "exec sleep 1000"]
-        environment = {{ TOKEN = "hunter2-value" }}
-        """)
+    cove_host.write(sleeper(name, busybox_image, 'environment = { TOKEN = "hunter2-value" }\n'))
     for _ in range(2):  # the normal start, then the one from its launch card
         cove_host.cove("start", name, check=True)
         seen = cove_host.cove("run", name, "--", "sh", "-c", "echo $TOKEN").stdout
@@ -72,12 +61,7 @@ def test_root_only_verbs_refuse_other_users(
     cove_host: Host, busybox_image: Path, verb: str
 ) -> None:
     name = cove_host.name("priv")
-    cove_host.write(f"""
-        [containers.{name}]
-        image = "{busybox_image}"
-        boot = false
-        command = ["/bin/sh", "-c", "exec sleep 1000"]
-        """)
+    cove_host.write(sleeper(name, busybox_image))
     os.chmod(cove_host.root, 0o755)
     os.chmod(cove_host.config, 0o644)
     argv = [*COVE, verb, name] + (["--", "id"] if verb == "run" else [])

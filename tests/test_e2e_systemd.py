@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CACHE
+from tests.conftest import CACHE, sleeper
 from tests.guest_units import HANG, NETCHECK, as_toml, wanted
 from tests.images import busybox_tree
 from tests.test_e2e_busybox import TERMINAL_CHECK, on_a_terminal
@@ -658,20 +658,7 @@ def test_auto_start_containers_come_back_when_the_host_reboots() -> None:
     )  # fmt: skip
     try:
         host.boot()
-        declare(
-            host,
-            f"""
-            [containers.early]
-            image = "{BUSYBOX}"
-            boot = false
-            auto-start = true
-            command = ["/bin/sh", "-c", "exec sleep 1000"]
-            [containers.late]
-            image = "{BUSYBOX}"
-            boot = false
-            command = ["/bin/sh", "-c", "exec sleep 1000"]
-            """,
-        )
+        declare(host, sleeper("early", BUSYBOX, "auto-start = true\n") + sleeper("late", BUSYBOX))
         assert cove(host, "autostart", check=True).startswith("early: started")
         boot_id = ["cat", "/proc/sys/kernel/random/boot_id"]
         before = host.run(["cove", "run", "early", "--", *boot_id], check=True).stdout
@@ -794,12 +781,7 @@ def test_a_killed_nspawn_or_guest_pid1_is_restarted_by_systemd_and_leaves_nothin
 def test_cove_killed_mid_start_and_the_runtime_dir_gone_on_the_systemd_backend(
     th: TestHost,
 ) -> None:
-    declare(th, f"""
-        [containers.midstart]
-        image = "{BUSYBOX}"
-        boot = false
-        command = ["/bin/sh", "-c", "exec sleep 1000"]
-        """)  # fmt: skip
+    declare(th, sleeper("midstart", BUSYBOX))  # fmt: skip
     # `cove start` killed while it waits: the unit's start goes on without it.
     th.run(["sh", "-c", "cove start midstart & pid=$!; until systemctl is-active --quiet "
             "cove@midstart.service || systemctl is-active cove@midstart.service | grep -q "

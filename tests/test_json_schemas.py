@@ -10,10 +10,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.conftest import Host
+from tests.conftest import SLEEPER, Host
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
-SLEEPER = 'boot = false\ncommand = ["/bin/sh", "-c", "exec sleep 1000"]\n'
 
 
 def strict(node: object) -> object:

@@ -33,6 +33,21 @@ LINES = [
 ]
 
 
+def build_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> str:
+    """What a build's progress shows on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    with open(slave, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        progress = Progress("debian:bookworm")
+        for line in LINES:
+            progress.step(line)
+        progress.done()
+        terminal.flush()
+        shown = drain(master)
+    os.close(master)
+    return shown
+
+
 def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress("debian:bookworm")
     for line in LINES:
@@ -48,16 +63,7 @@ def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> 
 def test_one_line_rewritten_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.delenv("NO_COLOR", raising=False)
-    master, slave = pty.openpty()
-    with open(slave, "w") as terminal:
-        monkeypatch.setattr(sys, "stderr", terminal)
-        progress = Progress("debian:bookworm")
-        for line in LINES:
-            progress.step(line)
-        progress.done()
-        terminal.flush()
-        shown = drain(master)
-    os.close(master)
+    shown = build_on_a_terminal(monkeypatch)
     assert "\n" not in shown
     updates = shown.split("\r\x1b[K")
     assert updates[0] == ""
@@ -72,16 +78,7 @@ def test_no_escape_codes_with_no_color_or_a_dumb_terminal(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    master, slave = pty.openpty()
-    with open(slave, "w") as terminal:
-        monkeypatch.setattr(sys, "stderr", terminal)
-        progress = Progress("debian:bookworm")
-        for line in LINES:
-            progress.step(line)
-        progress.done()
-        terminal.flush()
-        shown = drain(master)
-    os.close(master)
+    shown = build_on_a_terminal(monkeypatch)
     assert "\x1b" not in shown
     assert "cove:   I: Extracting base-files..." in shown.replace("\r", "")
 

@@ -348,6 +348,7 @@ def _host_base_current(card: dict[str, Any]) -> bool:
 
 
 def _holds_processes(group: str) -> bool:
+    """cgroups.Group.pids() for one hierarchy, without pathlib (this path avoids its import)."""
     for top, _, files in os.walk(group):
         if "cgroup.procs" in files:
             with open(os.path.join(top, "cgroup.procs"), "rb") as f:

@@ -854,3 +854,31 @@ def test_an_ephemeral_root_filled_up_is_the_guests_enospc_on_the_systemd_backend
     assert leftovers(th, "full") == []
     free = th.run(["df", "--output=avail", "/var/lib/cove"]).stdout.split()[-1]
     assert int(free) > 0  # the host's side never filled
+
+
+def test_private_users_pick_with_a_writable_bind_on_the_systemd_backend(th: TestHost) -> None:
+    th.run(["mkdir", "-p", "/var/lib/cove/shared"], check=True)  # tmpfs: ID-mappable
+    declare(
+        th,
+        f"""
+        [containers.shifted]
+        image = "{BUSYBOX}"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        private-users = "pick"
+        [containers.shifted.bind-mounts."/shared"]
+        host-path = "/var/lib/cove/shared"
+        is-read-only = false
+        """,
+    )
+    cove(th, "start", "shifted", check=True)
+    inside, base, count = th.run(["cove", "run", "shifted", "--", "cat", "/proc/self/uid_map"],
+                                 check=True).stdout.split()  # fmt: skip
+    assert (inside, count) == ("0", "65536") and int(base) >= 0x80000
+    th.run(["cove", "run", "shifted", "--", "touch", "/shared/made", "/made"], check=True)
+    assert th.run(["stat", "-c", "%u", "/var/lib/cove/shared/made"]).stdout == "0\n"
+    upper = "/var/lib/cove/containers/shifted/upper/made"
+    assert th.run(["stat", "-c", "%u", upper]).stdout == f"{base}\n"
+    cove(th, "stop", "shifted", check=True)
+    assert leftovers(th, "shifted") == []
+    assert th.run(["test", "-e", f"/run/systemd/nspawn-uid/{base}"]).returncode == 1

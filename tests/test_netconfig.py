@@ -227,7 +227,7 @@ SAMPLES = {
 }
 
 
-WITHOUT_RUNTIME = {"allowed-devices", "enable-tun", "private-users"}
+WITHOUT_RUNTIME = {"allowed-devices", "enable-tun"}  # on the direct backend
 
 
 @pytest.mark.parametrize("key", sorted(SAMPLES))

@@ -771,6 +771,8 @@ def cmd_exec(ctx: Context) -> int:
         a.scratch_size,
         a.host_usr,
         files_dir=a.files,
+        private_users=a.private_users,
+        name=a.name,
     )
     argv = list(a.argv[1:] if a.argv[:1] == ["--"] else a.argv)
     rootfs.assemble(layout)
@@ -972,8 +974,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     json_flag(p)
     p.add_argument("--markdown", action="store_true", help="print the reference page")
     p = verb("__exec", cmd_exec, None)
-    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--files"):
+    for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--files", "--name"):
         p.add_argument(flag)
+    p.add_argument("--private-users", default="no")
     p.add_argument("--lower", action="append", default=[])
     p.add_argument("--host-usr", action="store_true")
     p.add_argument("argv", nargs=argparse.REMAINDER)

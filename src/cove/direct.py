@@ -114,11 +114,35 @@ def check_start(r: Render) -> None:
     c = r.container
     if c.directory_image and not os.path.isdir(c.image):
         raise CoveError(f"cannot start {c.name}: image {c.image} is not a directory")
+    _check_idmappable(r)
     if c.directory_image and not os.path.isdir(os.path.join(c.image, "usr")):
         raise CoveError(
             f"cannot start {c.name}: image {c.image} has no usr/ directory, and "
             "systemd-nspawn refuses a root without one",
             hint=f"create {os.path.join(c.image, 'usr')} (it may stay empty)",
+        )
+
+
+def _check_idmappable(r: Render) -> None:
+    """Under private users every bind mount and the image are ID-mapped: a file system
+    that cannot be is named now, before anything exists."""
+    from cove import idmap
+    from cove.render import shifts_users
+
+    c = r.container
+    if not shifts_users(c):
+        return
+    paths = [m.host_path for m in c.bind_mounts]
+    if c.directory_image:
+        paths.append(c.image)
+    refused = idmap.unmappable(list(dict.fromkeys(paths)))
+    if refused:
+        raise CoveError(
+            f"cannot start {c.name}: private-users = {c.private_users!r} needs ID-mapped mounts, "
+            "and this kernel cannot ID-map "
+            + "; ".join(f"{_key_of(c, p)}: {p} ({why})" for p, why in refused),
+            hint="move it to a file system that supports them (ext4, xfs, btrfs, tmpfs), or "
+            f'set private-users = "no" for containers.{c.name} in {c.source}',
         )
 
 

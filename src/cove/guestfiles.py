@@ -48,6 +48,9 @@ def write_into(files: tuple[tuple[str, str], ...], root: str) -> None:
 def _write_under(root: str, relative: str, content: bytes) -> None:
     *parents, leaf = relative.split("/")
     fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)  # the root is ours (maybe /proc/PID/root)
+    # Under private users the root belongs to the first UID of the guest's range: what is
+    # written here as the host's root must be the guest's root instead.
+    owner = os.fstat(fd).st_uid & ~0xFFFF
     try:
         for part in parents:
             with contextlib.suppress(FileExistsError):
@@ -60,6 +63,7 @@ def _write_under(root: str, relative: str, content: bytes) -> None:
                     f"directory in the container ({e.strerror})",
                     hint="declare the file at its real path, without symlinks on the way",
                 ) from None
+            _give(child, owner)
             os.close(fd)
             fd = child
         with contextlib.suppress(FileNotFoundError):
@@ -71,7 +75,14 @@ def _write_under(root: str, relative: str, content: bytes) -> None:
             raise CoveError(
                 f"files: cannot write /{relative} in the container: {e.strerror}"
             ) from None
+        _give(out, owner)
         with os.fdopen(out, "wb") as f:
             f.write(content)
     finally:
         os.close(fd)
+
+
+def _give(fd: int, owner: int) -> None:
+    """Hand what the host's root made (owner 0) to the guest's root `owner`, if shifted."""
+    if owner and os.fstat(fd).st_uid == 0:
+        os.fchown(fd, owner, owner)

@@ -23,7 +23,10 @@ def mount_root(
     scratch: str | None,
     scratch_size: str | None,
     host_usr: bool,
+    uid_base: int = 0,
 ) -> None:
+    """`uid_base` > 0: private users, the layers shifted to the range at `uid_base` (see
+    cove.idmap)."""
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount("none", "/", None, syscalls.MS_REC | syscalls.MS_SLAVE, None)
     if scratch:
@@ -36,12 +39,32 @@ def mount_root(
         )
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
+    userns = None
+    if uid_base:
+        from cove import idmap
+
+        userns = idmap.user_namespace(uid_base)
+        lower = [os.path.realpath(p) for p in lower]  # move_mount does not follow links
+        for layer in lower:
+            idmap.map_in_place(layer, userns)
+        os.chown(upper, uid_base, uid_base)  # the root's owner: nspawn reads the range there
     syscalls.mount(
         "overlay", root, "overlay", 0, f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
     )
     if host_usr:
         usr = os.path.join(root, "usr")
-        syscalls.mount("/usr", usr, None, syscalls.MS_BIND | syscalls.MS_REC, None)
+        if userns is not None:
+            from cove import idmap
+
+            tree = idmap.mapped_tree("/usr", userns, recursive=True)
+            try:
+                syscalls.move_mount(tree, usr)
+            finally:
+                os.close(tree)
+        else:
+            syscalls.mount("/usr", usr, None, syscalls.MS_BIND | syscalls.MS_REC, None)
         syscalls.mount(
             "none", usr, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY, None
         )
+    if userns is not None:
+        os.close(userns)

@@ -73,7 +73,13 @@ def card_path(config_path: str, name: str) -> str:
 # -- writing, after a start through the normal path --------------------------------------------
 def eligible(r: Render) -> bool:
     layout = r.layout
-    return not (r.net or r.unsupported or layout.files_dir or r.container.archive_image)
+    return not (
+        r.net
+        or r.unsupported
+        or layout.files_dir
+        or r.container.archive_image
+        or layout.private_users != "no"  # its range is checked at each start
+    )
 
 
 def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:

@@ -52,6 +52,9 @@ class RootLayout:
     # The `files` key: staged in `files_dir` before the start, copied into the root after.
     files: tuple[tuple[str, str], ...] = ()
     files_dir: str | None = None
+    # private-users when it shifts UIDs ("pick" or a first UID): the layers are ID-mapped.
+    private_users: str = "no"
+    name: str = ""
 
     def to_args(self) -> list[str]:
         args = [
@@ -66,6 +69,8 @@ class RootLayout:
             args.append("--host-usr")
         if self.files_dir:
             args.append(f"--files={self.files_dir}")
+        if self.private_users != "no":
+            args += [f"--private-users={self.private_users}", f"--name={self.name}"]
         return args
 
 
@@ -98,6 +103,7 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
     host_base = str(host.host_base) if c.host_image else None
     lower = (base, host_base) if base and host_base else (image_path(c, host),)
     files_dir = str(runtime / "files") if c.files else None
+    users = c.private_users if shifts_users(c) else "no"
     if c.ephemeral:
         scratch = runtime / "scratch"
         return RootLayout(
@@ -112,6 +118,8 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
             host_base,
             c.files,
             files_dir,
+            users,
+            c.name,
         )
     return RootLayout(
         str(runtime / "root"),
@@ -123,7 +131,15 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
         host_base=host_base,
         files=c.files,
         files_dir=files_dir,
+        private_users=users,
+        name=c.name,
     )
+
+
+def shifts_users(c: Container) -> bool:
+    """private-users moves the guest's UIDs to a range of their own ("pick" or a first UID)."""
+    mode = c.private_users
+    return mode == "pick" or (mode.isdigit() and int(mode) > 0)
 
 
 def _bind_arg(source: str, target: str, read_only: bool, idmap: bool) -> str:
@@ -160,10 +176,13 @@ def nspawn_argv(c: Container, layout: RootLayout, facts: HostFacts, backend: Bac
         argv.append(f"--network-namespace-path={netns}")
     if c.private_users != "no":
         argv.append(f"--private-users={c.private_users}")
+    if shifts_users(c):
+        # cove ID-maps the layers itself (nspawn cannot ID-map an overlay root).
+        argv.append("--private-users-ownership=off")
     capabilities = capabilities_of(c)
     if capabilities:
         argv.append("--capability=" + ",".join(capabilities))
-    idmap = c.private_users == "pick" or (c.private_users.isdigit() and int(c.private_users) > 0)
+    idmap = shifts_users(c)
     argv += [_bind_arg(m.host_path, m.mount_point, m.read_only, idmap) for m in c.bind_mounts]
     argv += [f"--tmpfs={t}" for t in c.tmpfs]
     argv += [f"--setenv={k}={v}" for k, v in c.environment]
@@ -193,8 +212,6 @@ def unsupported_keys(c: Container, backend: Backend) -> tuple[str, ...]:
             keys.append("allowed-devices")
         if c.enable_tun:
             keys.append("enable-tun")
-    if c.private_users != "no":
-        keys.append("private-users")
     return tuple(keys)
 
 

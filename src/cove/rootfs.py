@@ -136,6 +136,7 @@ def private_dirs(path: str) -> None:
 def assemble(layout: RootLayout) -> None:
     """Mount the root in a new private mount namespace (call it in the process that execs
     nspawn), then put the declared files in it."""
+    uid_base = users_base(layout)
     overlay.mount_root(
         layout.root,
         layout.lower,
@@ -144,6 +145,19 @@ def assemble(layout: RootLayout) -> None:
         layout.scratch,
         layout.scratch_size,
         layout.host_usr,
+        uid_base,
     )
     if layout.files_dir:
         guestfiles.install(layout.files_dir, layout.root)
+
+
+def users_base(layout: RootLayout) -> int:
+    """The first host UID of the guest's range: 0 unless private-users shifts it. A
+    persistent container is held to the range its files were written with."""
+    from cove import idmap
+
+    if layout.scratch:  # a fresh upper layer: nothing written yet
+        if layout.private_users == "pick":
+            return idmap.pick(layout.name)
+        return 0 if layout.private_users == "no" else int(layout.private_users)
+    return idmap.resolve_base(layout.private_users, layout.name, layout.upper)

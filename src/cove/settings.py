@@ -298,6 +298,7 @@ OWNED_FLAGS = {
     "--console": "cove's backend",
     "--network-namespace-path": "network-namespace",
     "--private-users": "private-users",
+    "--private-users-ownership": "private-users",
     "-U": "private-users",
     "--capability": "additional-capabilities",
     "--resolv-conf": "copy-resolv-conf",
@@ -485,7 +486,8 @@ CONTAINER_SETTINGS: tuple[Setting, ...] = (
         'string or integer ("no", "identity", "pick", first UID)',
         "no",
         parse_private_users,
-        'user namespacing: container root is not host root unless "no"',
+        'user namespace: "pick" (a free range of 65536 host UIDs), a first UID, or "identity"; '
+        "layers and bind mounts are ID-mapped",
         "privateUsers",
     ),
     Setting(

@@ -4,9 +4,11 @@ container held to the range its files were written with."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -121,16 +123,24 @@ def test_a_persistent_container_keeps_the_range_its_files_have(
     name = cove_host.name("held")
     cove_host.write(sleeper(name, busybox_image, 'private-users = "pick"\n'))
     cove_host.cove("start", name, check=True)
+    base = uid_map(cove_host, name)[1]
     cove_host.cove("run", name, "--", "touch", "/written", check=True)
     cove_host.cove("stop", name, check=True)
     for mode in ('"no"', "65536", '"identity"'):
         cove_host.write(sleeper(name, busybox_image, f"private-users = {mode}\n"))
         refused = cove_host.cove("start", name)
         assert refused.returncode == 1
-        assert "its files were written with UIDs from" in refused.stderr, refused.stderr
-        assert f"cove destroy {name}" in refused.stderr
+        said = refused.stderr
+        assert f"written with UIDs from {base}, and private-users is now {mode}" in said, said
+        assert f'set private-users = {base} or "pick" again' in said
+        assert f"`cove destroy {name}`" in said
         assert cove_host.cove("status", name).stdout == "down\n"
         assert not (cove_host.root / "run" / name).exists()
+    # Its own first UID, given instead of "pick", is the same range: accepted.
+    cove_host.write(sleeper(name, busybox_image, f"private-users = {base}\n"))
+    cove_host.cove("start", name, check=True)
+    assert uid_map(cove_host, name)[1] == base
+    cove_host.cove("stop", name, check=True)
     # The other way: a container that ran with the host's IDs does not silently shift.
     other = cove_host.name("plain")
     cove_host.write(sleeper(other, busybox_image))
@@ -140,6 +150,71 @@ def test_a_persistent_container_keeps_the_range_its_files_have(
     cove_host.write(sleeper(other, busybox_image, 'private-users = "pick"\n'))
     refused = cove_host.cove("start", other)
     assert refused.returncode == 1 and "written with the host's own UIDs" in refused.stderr
+
+
+def test_a_first_uid_pick_would_not_choose_is_not_taken_for_pick(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("outside")
+    first = 0x70000000  # above nspawn's picking window: it would take another range
+    cove_host.write(sleeper(name, busybox_image, f"private-users = {first}\n"))
+    cove_host.cove("start", name, check=True)
+    cove_host.cove("run", name, "--", "touch", "/written", check=True)
+    cove_host.cove("stop", name, check=True)
+    cove_host.write(sleeper(name, busybox_image, 'private-users = "pick"\n'))
+    refused = cove_host.cove("start", name)
+    assert refused.returncode == 1
+    assert f"set private-users = {first} again" in refused.stderr, refused.stderr
+
+
+@pytest.fixture
+def held_range() -> Iterator[Callable[[int], None]]:
+    """Hold ranges' locks as a running nspawn does (an open file description lock)."""
+    held: list[tuple[int, Path]] = []
+
+    def hold(base: int) -> None:
+        path = Path(idmap.LOCK_DIR, str(base))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+        held.append((fd, path))
+
+    yield hold
+    for fd, path in held:
+        path.unlink()
+        os.close(fd)
+
+
+def test_pick_passes_over_a_range_another_nspawn_holds(
+    cove_host: Host, busybox_image: Path, held_range: Callable[[int], None]
+) -> None:
+    name = cove_host.name("busy")
+    first_choice = idmap.pick(name)
+    held_range(first_choice)
+    cove_host.write(sleeper(name, busybox_image, 'ephemeral = true\nprivate-users = "pick"\n'))
+    cove_host.cove("start", name, check=True)
+    base = uid_map(cove_host, name)[1]
+    assert base not in (0, first_choice)
+    # The layers were mapped to the range nspawn runs the guest in.
+    owners = cove_host.cove("run", name, "--", "stat", "-c", "%u", "/", "/bin", check=True)
+    assert owners.stdout == "0\n0\n"
+    cove_host.cove("stop", name, check=True)
+
+
+def test_a_persistent_container_whose_range_is_held_is_refused(
+    cove_host: Host, busybox_image: Path, held_range: Callable[[int], None]
+) -> None:
+    name = cove_host.name("taken")
+    cove_host.write(sleeper(name, busybox_image, 'private-users = "pick"\n'))
+    cove_host.cove("start", name, check=True)
+    base = uid_map(cove_host, name)[1]
+    cove_host.cove("run", name, "--", "touch", "/written", check=True)
+    cove_host.cove("stop", name, check=True)
+    held_range(base)
+    refused = cove_host.cove("start", name)
+    assert refused.returncode == 1
+    assert f"UID range {base}-{base + 65535} of {name}'s files is in use" in refused.stderr
+    assert not (cove_host.root / "run" / name).exists()
 
 
 def test_a_file_system_that_cannot_be_id_mapped_is_named_and_nothing_is_made(
@@ -152,9 +227,27 @@ def test_a_file_system_that_cannot_be_id_mapped_is_named_and_nothing_is_made(
     before = cove_host.snapshot()
     refused = cove_host.cove("start", name)
     assert refused.returncode == 1
-    assert "needs ID-mapped mounts" in refused.stderr, refused.stderr
-    assert f'containers.{name}.bind-mounts."/data".host-path: {ramfs}' in refused.stderr
+    assert 'private-users = "pick" ID-maps its bind mounts' in refused.stderr, refused.stderr
+    assert f'containers.{name}.bind-mounts."/data".host-path: {ramfs} (ramfs:' in refused.stderr
     assert before.difference(cove_host.snapshot()) == {}
+
+
+def test_a_bind_mount_with_mounts_inside_is_refused_up_front(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    name = cove_host.name("nested")
+    data = cove_host.root / "nested"
+    (data / "inner").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "cove-test", str(data / "inner")], check=True)
+    try:
+        cove_host.write(sleeper(name, busybox_image,
+                                'private-users = "pick"\n' + bind("/data", data)))  # fmt: skip
+        refused = cove_host.cove("start", name)
+        assert refused.returncode == 1
+        assert f"mounted inside it: {data / 'inner'}" in refused.stderr, refused.stderr
+        assert not (cove_host.root / "run" / name).exists()
+    finally:
+        subprocess.run(["umount", str(data / "inner")], check=False)
 
 
 def test_a_booted_host_image_guest_with_picked_users(cove_host: Host) -> None:

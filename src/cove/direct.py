@@ -136,13 +136,19 @@ def _check_idmappable(r: Render) -> None:
     if c.directory_image:
         paths.append(c.image)
     refused = idmap.unmappable(list(dict.fromkeys(paths)))
+    for m in c.bind_mounts:
+        below = idmap.mounts_below(m.host_path)
+        if below:
+            refused.append((m.host_path, f"file systems are mounted inside it: {', '.join(below)}"
+                            "; bind those on their own"))  # fmt: skip
     if refused:
+        mode = c.private_users if c.private_users.isdigit() else f'"{c.private_users}"'
         raise CoveError(
-            f"cannot start {c.name}: private-users = {c.private_users!r} needs ID-mapped mounts, "
-            "and this kernel cannot ID-map "
+            f"cannot start {c.name}: private-users = {mode} ID-maps its bind mounts and image, "
+            "and these cannot be: "
             + "; ".join(f"{_key_of(c, p)}: {p} ({why})" for p, why in refused),
-            hint="move it to a file system that supports them (ext4, xfs, btrfs, tmpfs), or "
-            f'set private-users = "no" for containers.{c.name} in {c.source}',
+            hint="move them to a file system that can (ext4, xfs, btrfs, tmpfs), or set "
+            f'private-users = "no" for containers.{c.name} in {c.source}',
         )
 
 

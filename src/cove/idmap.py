@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 
 from cove import syscalls
 from cove.errors import CoveError
@@ -29,34 +30,39 @@ LOCK_DIR = "/run/systemd/nspawn-uid"
 
 
 def resolve_base(mode: str, name: str, upper: str) -> int:
-    """The first host UID of the container's range for `mode` ("no", "pick" or a first UID),
-    checked against what the persistent upper layer `upper` was written with."""
-    st = os.stat(upper)
-    written = st.st_uid & ~(RANGE - 1)
+    """The first host UID of the container's range for `mode` ("no", "identity", "pick" or a
+    first UID), checked against what the persistent upper layer `upper` was written with."""
+    written = os.stat(upper).st_uid  # the top directory is given to the first UID
     used = _has_content(upper)
     if mode == "pick":
         if not used:
             return pick(name)
-        if not written:
-            raise _mismatch(name, 0, mode)
+        if not FIRST_BASE <= written <= LAST_BASE or written % RANGE:
+            raise _mismatch(name, written, mode, upper)  # nspawn would pick another range
         if _range_busy(written):
             raise CoveError(
-                f"cannot start {name}: its UID range {written}-{written + RANGE - 1} is in use "
-                "by another container"
+                f"the UID range {written}-{written + RANGE - 1} of {name}'s files is in use by "
+                "another container"
             )
         return written
-    base = 0 if mode == "no" else int(mode)
+    base = int(mode) if mode.isdigit() else 0
     if used and written != base:
-        raise _mismatch(name, written, mode)
+        raise _mismatch(name, written, mode, upper)
     return base
 
 
-def _mismatch(name: str, written: int, mode: str) -> CoveError:
+def _mismatch(name: str, written: int, mode: str, upper: str) -> CoveError:
     was = f"UIDs from {written}" if written else "the host's own UIDs"
-    # Said in the message: it reaches `cove start` from the process that execs nspawn.
+    wanted = mode if mode.isdigit() else f'"{mode}"'
+    back = str(written) if written else '"no"'
+    if mode != "pick" and written and FIRST_BASE <= written <= LAST_BASE:
+        back += ' or "pick"'
+    # All said in the message: it reaches `cove start` from the process that execs nspawn.
     return CoveError(
-        f"cannot start {name}: its files were written with {was}, and private-users is now "
-        f"{mode!r}: set private-users back, or `cove destroy {name}` to start afresh"
+        f"{name}'s files were written with {was}, and private-users is now {wanted}: set "
+        f"private-users = {back} again, or start afresh without its files (in "
+        f"{os.path.dirname(upper)}): take it out of its file, `cove destroy {name}`, then "
+        "declare it again"
     )
 
 
@@ -75,22 +81,22 @@ def pick(name: str) -> int:
         base = FIRST_BASE + (int.from_bytes(digest[:8], "big") % span) * RANGE
         if not _range_busy(base) and not _range_known(base):
             return base
-    raise CoveError(f"cannot start {name}: found no free UID range for private-users = 'pick'")
+    raise CoveError(f'found no free UID range for {name} (private-users = "pick")')
 
 
 def _range_busy(base: int) -> bool:
-    """Whether an nspawn (cove's or another's) holds this range's lock."""
+    """Whether an nspawn (cove's or another's) holds this range's lock. nspawn takes an
+    open-file-description record lock, which flock() cannot see: ask with F_OFD_GETLK."""
     try:
-        fd = os.open(os.path.join(LOCK_DIR, str(base)), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(LOCK_DIR, str(base)), os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        query = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
+        return bool(struct.unpack("hh4xqqi4x", answer)[0] != fcntl.F_UNLCK)
     finally:
-        os.close(fd)  # releases the probe's lock too
-    return False
+        os.close(fd)
 
 
 def _range_known(base: int) -> bool:
@@ -139,15 +145,53 @@ def user_namespace(base: int) -> int:
 
 def mapped_tree(source: str, userns: int, recursive: bool) -> int:
     """A detached, ID-mapped copy of the mount at `source`: a file descriptor for move_mount.
-    A file system that cannot be ID-mapped on this kernel is a clear error."""
+    A file system that cannot be ID-mapped here is a clear error."""
     try:
         return _idmapped_clone(source, userns, recursive)
     except OSError as e:
         raise CoveError(
-            f"private-users: {source} cannot be ID-mapped on this kernel ({e.strerror}): its "
-            "file system does not support ID-mapped mounts here; put it on one that does "
-            '(ext4, xfs, btrfs, tmpfs) or set private-users = "no"'
+            f"private-users: {source} is on a file system that cannot be ID-mapped here "
+            f"({describe_refusal(source, e)}); put it on one that can (ext4, xfs, btrfs, "
+            'tmpfs) or set private-users = "no"'
         ) from None
+
+
+def describe_refusal(path: str, error: OSError) -> str:
+    """The file system type of `path` and the kernel's answer, for messages."""
+    kind = file_system_type(path)
+    return f"{kind}: {error.strerror}" if kind else str(error.strerror)
+
+
+def file_system_type(path: str) -> str | None:
+    """The type of the file system mounted deepest above `path`, from mountinfo."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for point, fstype in _mounts():
+        if _within(target, point) and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points strictly inside `path`: nspawn (252) cannot ID-map a bind mount that has
+    any ("Failed to map ids for bind mount: Device or resource busy")."""
+    target = os.path.realpath(path)
+    return sorted({p for p, _ in _mounts() if p != target and _within(p, target)})
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount this process sees."""
+    found = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split()[4].replace("\\040", " ").replace("\\011", "\t")
+            found.append((point, rest.split()[0]))
+    return found
 
 
 def _idmapped_clone(source: str, userns: int, recursive: bool) -> int:
@@ -171,8 +215,9 @@ def map_in_place(path: str, userns: int, recursive: bool = False) -> None:
 
 
 def unmappable(paths: list[str]) -> list[tuple[str, str]]:
-    """Those of `paths` that cannot be ID-mapped here, each with the kernel's reason: checked
-    before a start, so that nothing is made for a container nspawn would refuse."""
+    """Those of `paths` that cannot be ID-mapped here (with what is below them, as nspawn
+    maps a bind mount), each with the reason: checked before a start, so that nothing is
+    made for a container nspawn would refuse."""
     if not paths:
         return []
     found = []
@@ -180,9 +225,9 @@ def unmappable(paths: list[str]) -> list[tuple[str, str]]:
     try:
         for path in paths:
             try:
-                os.close(_idmapped_clone(path, userns, recursive=False))
+                os.close(_idmapped_clone(path, userns, recursive=True))
             except OSError as e:
-                found.append((path, e.strerror or str(e)))
+                found.append((path, describe_refusal(path, e)))
     finally:
         os.close(userns)
     return found

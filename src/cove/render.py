@@ -52,7 +52,8 @@ class RootLayout:
     # The `files` key: staged in `files_dir` before the start, copied into the root after.
     files: tuple[tuple[str, str], ...] = ()
     files_dir: str | None = None
-    # private-users when it shifts UIDs ("pick" or a first UID): the layers are ID-mapped.
+    # private-users: when it shifts UIDs ("pick" or a first UID) the layers are ID-mapped, and
+    # a persistent container is held to the IDs its files were written with.
     private_users: str = "no"
     name: str = ""
 
@@ -103,7 +104,7 @@ def root_layout(c: Container, host: HostConfig) -> RootLayout:
     host_base = str(host.host_base) if c.host_image else None
     lower = (base, host_base) if base and host_base else (image_path(c, host),)
     files_dir = str(runtime / "files") if c.files else None
-    users = c.private_users if shifts_users(c) else "no"
+    users = c.private_users
     if c.ephemeral:
         scratch = runtime / "scratch"
         return RootLayout(

@@ -159,5 +159,5 @@ def users_base(layout: RootLayout) -> int:
     if layout.scratch:  # a fresh upper layer: nothing written yet
         if layout.private_users == "pick":
             return idmap.pick(layout.name)
-        return 0 if layout.private_users == "no" else int(layout.private_users)
+        return int(layout.private_users) if layout.private_users.isdigit() else 0
     return idmap.resolve_base(layout.private_users, layout.name, layout.upper)

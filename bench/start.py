@@ -137,11 +137,20 @@ def baseline(argv: list[str], env: dict[str, str]) -> float:
 
 
 # -- the run -----------------------------------------------------------------------------------
+# Before each timed start: moving a process into a cgroup waits for an RCU grace period
+# (5-30 ms here) unless another move happened a moment before. Without a pause the baseline,
+# which ran right after `cove stop` (cgroups emptied and removed), often skipped that wait while
+# cove never did; after it, both start from the same quiet state, as a start on an idle host does.
+SETTLE = 0.2
+
+
 def measure(runs: int, pairs: dict[str, tuple[Callable[[], float], Callable[[], float]]]) -> None:
     results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
     for _ in range(runs):
         for case, (cove_run, raw_run) in pairs.items():
+            time.sleep(SETTLE)
             results[case][0].append(cove_run())
+            time.sleep(SETTLE)
             results[case][1].append(raw_run())
     print(f"{'case':<10}{'cove median':>13}{'raw median':>13}{'ratio':>8}  (runs: {runs})")
     worst = 0.0

@@ -259,11 +259,15 @@ class Supervisor:
         self._say("+ " + proc.logged_line(argv))
 
         def prepare() -> None:
-            self.group.child("nspawn").join(os.getpid())
             rootfs.assemble(self.render.layout)
 
         try:
-            return quickstart.spawn(argv, nspawn_env(self.render, self.runtime), prepare)
+            return quickstart.spawn(
+                argv,
+                nspawn_env(self.render, self.runtime),
+                prepare,
+                self.group.child("nspawn").join,
+            )
         except OSError as e:
             raise CoveError(str(e)) from None
 

@@ -180,7 +180,7 @@ class Doctor:
         return found
 
     def _cards(self) -> list[Leftover]:
-        """Launch cards of config files that are gone."""
+        """Launch cards of config files that are gone, or that this cove would not read."""
         import marshal
 
         found = []
@@ -189,10 +189,18 @@ class Doctor:
                 path = os.path.join(quickstart.CARD_DIR, entry)
                 try:
                     with open(path, "rb") as f:
-                        source = marshal.loads(f.read()).get("config")
+                        card = marshal.loads(f.read())
+                    source, name = card.get("config"), card.get("name")
                 except (OSError, ValueError, EOFError, AttributeError):
-                    source = None
-                if not isinstance(source, str) or not os.path.exists(source):
+                    source = name = None
+                # A card under a name this cove would not look for (an older naming) is
+                # never used again either.
+                if (
+                    not isinstance(source, str)
+                    or not isinstance(name, str)
+                    or not os.path.exists(source)
+                    or quickstart.card_path(source, name) != path
+                ):
                     found.append(Leftover("launch card", "", path,
                                           lambda path=path: os.unlink(path)))  # type: ignore[misc]  # fmt: skip
         return found

@@ -9,7 +9,8 @@ notify socket. Runs alternate so both sides see the same machine. Also: `cove li
 
 Cases: `host` (booted host-image container, ephemeral) and `busybox` (a command container on a
 busybox directory image, ephemeral; after the first run cove starts it from its launch card,
-see src/cove/quickstart.py). Run as root: `.venv/bin/python bench/start.py [--runs N]`.
+see src/cove/quickstart.py); and the busybox container with `private-users = "pick"` against the
+same start path without it. Run as root: `.venv/bin/python bench/start.py [--runs N]`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def write_config(busybox: Path) -> Path:
         boot = false
         command = ["/bin/sleep", "1000"]
         ephemeral = true
+
+        [containers.bench-shifted]
+        image = "{busybox}"
+        boot = false
+        command = ["/bin/sleep", "1000"]
+        ephemeral = true
+        private-users = "pick"
         """)
     )
     return config
@@ -65,8 +73,17 @@ def cove(config: Path, *args: str) -> float:
     """Seconds from process start to exit of one cove command."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "COVE_CONFIG": str(config)}
     began = time.perf_counter()
-    subprocess.run([COVE, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    quiet = subprocess.DEVNULL if "--debug" in args else None  # its trace is not the point
+    subprocess.run([COVE, *args], env=env, check=True, stdout=subprocess.DEVNULL, stderr=quiet)
     return time.perf_counter() - began
+
+
+def _debug_start(config: Path) -> float:
+    """bench-busybox started the normal way (`--debug` never takes the launch card)."""
+    time.sleep(SETTLE)
+    took = cove(config, "--debug", "start", "bench-busybox")
+    cove(config, "stop", "bench-busybox")
+    return took
 
 
 # -- the raw baseline --------------------------------------------------------------------------
@@ -201,13 +218,21 @@ def main() -> int:
                 "busybox": (cove_case("bench-busybox"), lambda: baseline(busybox_raw, env)),
             },
         )
+        shifted_pairs = []
+        for _ in range(args.runs):  # private users: the normal path, never a launch card
+            time.sleep(SETTLE)
+            shifted_pairs.append((cove_case("bench-shifted")(), _debug_start(config)))
+        shifted = statistics.median(p[0] for p in shifted_pairs)
+        plain = statistics.median(p[1] for p in shifted_pairs)
+        print(f'busybox with private-users = "pick": median {shifted:.3f}s, without it on the '
+              f"same (normal, uncarded) path {plain:.3f}s")  # fmt: skip
         lists = [cove(config, "list") for _ in range(11)]
         print(f"cove list cold start: median {statistics.median(lists) * 1000:.0f} ms "
               f"({min(lists) * 1000:.0f}-{max(lists) * 1000:.0f} ms over {len(lists)} runs; "
               "target < 150 ms)")  # fmt: skip
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
-            cove(config, "terminate", "bench-host", "bench-busybox")
+            cove(config, "terminate", "bench-host", "bench-busybox", "bench-shifted")
         discard(WORK, GROUP, config)
     return 0
 

@@ -34,6 +34,16 @@ def bind(mount_point: str, source: Path) -> str:
     return f'bind-mounts."{mount_point}" = {{ host-path = "{source}", is-read-only = false }}\n'
 
 
+def ran_with_pick(host: Host, name: str, image: Path) -> int:
+    """Declare `name` persistent with "pick", start it, write a file, stop it: its range."""
+    host.write(sleeper(name, image, 'private-users = "pick"\n'))
+    host.cove("start", name, check=True)
+    base = uid_map(host, name)[1]
+    host.cove("run", name, "--", "touch", "/written", check=True)
+    host.cove("stop", name, check=True)
+    return base
+
+
 @pytest.fixture
 def ramfs(cove_host: Host) -> Iterator[Path]:
     """A directory on a file system that cannot be ID-mapped (ramfs)."""
@@ -121,11 +131,7 @@ def test_a_persistent_container_keeps_the_range_its_files_have(
     cove_host: Host, busybox_image: Path
 ) -> None:
     name = cove_host.name("held")
-    cove_host.write(sleeper(name, busybox_image, 'private-users = "pick"\n'))
-    cove_host.cove("start", name, check=True)
-    base = uid_map(cove_host, name)[1]
-    cove_host.cove("run", name, "--", "touch", "/written", check=True)
-    cove_host.cove("stop", name, check=True)
+    base = ran_with_pick(cove_host, name, busybox_image)
     for mode in ('"no"', "65536", '"identity"'):
         cove_host.write(sleeper(name, busybox_image, f"private-users = {mode}\n"))
         refused = cove_host.cove("start", name)
@@ -205,11 +211,7 @@ def test_a_persistent_container_whose_range_is_held_is_refused(
     cove_host: Host, busybox_image: Path, held_range: Callable[[int], None]
 ) -> None:
     name = cove_host.name("taken")
-    cove_host.write(sleeper(name, busybox_image, 'private-users = "pick"\n'))
-    cove_host.cove("start", name, check=True)
-    base = uid_map(cove_host, name)[1]
-    cove_host.cove("run", name, "--", "touch", "/written", check=True)
-    cove_host.cove("stop", name, check=True)
+    base = ran_with_pick(cove_host, name, busybox_image)
     held_range(base)
     refused = cove_host.cove("start", name)
     assert refused.returncode == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cove import idmap
-from tests.conftest import Host, sleeper
+from tests.conftest import COVE, Host, _cleanup, sleeper
 
 pytestmark = pytest.mark.e2e
 
@@ -205,6 +205,34 @@ def test_pick_passes_over_a_range_another_nspawn_holds(
     owners = cove_host.cove("run", name, "--", "stat", "-c", "%u", "/", "/bin", check=True)
     assert owners.stdout == "0\n0\n"
     cove_host.cove("stop", name, check=True)
+
+
+def test_concurrent_picks_for_one_name_never_map_one_range_and_run_another(
+    cove_host: Host, busybox_image: Path
+) -> None:
+    """Two files declaring the same name start it at once: each guest runs in the range its
+    layers were mapped to (the range is locked before the layers are mapped)."""
+    name = cove_host.name("twin")
+    second = Host(root=cove_host.root / "second", tag=f"{cove_host.tag}b")
+    second.root.mkdir()
+    hosts = (cove_host, second)
+    try:
+        for host in hosts:
+            host.write(sleeper(name, busybox_image, 'ephemeral = true\nprivate-users = "pick"\n'))
+        for _ in range(4):
+            starts = [subprocess.Popen([*COVE, "start", name], env={**os.environ,
+                      "COVE_CONFIG": str(h.config)}, stdout=subprocess.DEVNULL)
+                      for h in hosts]  # fmt: skip
+            assert [p.wait(timeout=60) for p in starts] == [0, 0]
+            bases = [uid_map(h, name)[1] for h in hosts]
+            assert bases[0] != bases[1]
+            for host in hosts:
+                seen = host.cove("run", name, "--", "stat", "-c", "%u:%g", "/", "/bin", check=True)
+                assert seen.stdout == "0:0\n0:0\n"
+                host.cove("stop", name, check=True)
+            assert not any(Path(idmap.LOCK_DIR, str(b)).exists() for b in bases)
+    finally:
+        _cleanup(second)
 
 
 def test_a_persistent_container_whose_range_is_held_is_refused(

@@ -775,7 +775,7 @@ def cmd_exec(ctx: Context) -> int:
         name=a.name,
     )
     argv = list(a.argv[1:] if a.argv[:1] == ["--"] else a.argv)
-    rootfs.assemble(layout)
+    argv = rootfs.with_users_range(argv, rootfs.assemble(layout))
     os.execv(argv[0], argv)
     return EXIT_FAILED
 

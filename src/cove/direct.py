@@ -147,7 +147,8 @@ def _check_idmappable(r: Render) -> None:
             f"cannot start {c.name}: private-users = {mode} ID-maps its bind mounts and image, "
             "and these cannot be: "
             + "; ".join(f"{_key_of(c, p)}: {p} ({why})" for p, why in refused),
-            hint="move them to a file system that can (ext4, xfs, btrfs, tmpfs), or set "
+            hint="use sources on file systems that can be ID-mapped (ext4, xfs, btrfs, tmpfs) "
+            "with no other file system mounted inside, or set "
             f'private-users = "no" for containers.{c.name} in {c.source}',
         )
 
@@ -380,7 +381,7 @@ def _reap_orphan(facts: HostFacts, c: Container, runtime: RuntimeDir, grace: flo
     group.wait_empty(10)
     group.remove()
     cgroups.Group(facts.host.cgroup).remove_if_empty()
-    remove_nspawn_leftovers(name)
+    remove_nspawn_leftovers(name, runtime.path)
     net.teardown(c, runtime.net_record)
     for entry in list(runtime.path.iterdir()) if runtime.path.is_dir() else []:
         remove_tree(entry)

@@ -4,8 +4,11 @@ nspawn cannot ID-map an overlayfs root itself ("ID mapped mounts are apparently 
 available"), and chowning it would copy every file of the image up. So the process that is
 about to exec nspawn mounts each lower layer (and the host's /usr) ID-mapped onto itself in
 its private mount namespace, gives the upper layer's top directory to the range's first UID,
-and nspawn runs with `--private-users-ownership=off`: for "pick" it reads the range from the
-owner of the root, as it does for a chowned tree, and locks it for the container's life.
+and nspawn runs with `--private-users-ownership=off`. For "pick", cove chooses the range and
+locks it as nspawn's own pick would (an open-file-description lock on
+/run/systemd/nspawn-uid/FIRST_UID) before mapping anything, then hands nspawn that exact range:
+the lock, inherited through exec, is held by nspawn for the container's life, so no other
+start (cove's or nspawn's) can take the range between the choice and the boot.
 
 The owner of the upper layer is also the record of which range a persistent container's
 files were written with: a start with another range is refused instead of booting a guest
@@ -38,12 +41,7 @@ def resolve_base(mode: str, name: str, upper: str) -> int:
         if not used:
             return pick(name)
         if not FIRST_BASE <= written <= LAST_BASE or written % RANGE:
-            raise _mismatch(name, written, mode, upper)  # nspawn would pick another range
-        if _range_busy(written):
-            raise CoveError(
-                f"the UID range {written}-{written + RANGE - 1} of {name}'s files is in use by "
-                "another container"
-            )
+            raise _mismatch(name, written, mode, upper)  # not a range "pick" would choose
         return written
     base = int(mode) if mode.isdigit() else 0
     if used and written != base:
@@ -54,7 +52,7 @@ def resolve_base(mode: str, name: str, upper: str) -> int:
 def _mismatch(name: str, written: int, mode: str, upper: str) -> CoveError:
     was = f"UIDs from {written}" if written else "the host's own UIDs"
     wanted = mode if mode.isdigit() else f'"{mode}"'
-    back = str(written) if written else '"no"'
+    back = str(written) if written else '"no" or "identity"'
     if mode != "pick" and written and FIRST_BASE <= written <= LAST_BASE:
         back += ' or "pick"'
     # All said in the message: it reaches `cove start` from the process that execs nspawn.
@@ -71,15 +69,16 @@ def _has_content(path: str) -> bool:
         return any(True for _ in entries)
 
 
-def pick(name: str) -> int:
-    """A free range, the same one for a name as long as it stays free."""
+def pick(name: str, passed: frozenset[int] = frozenset()) -> int:
+    """A free range, the same one for a name as long as it stays free (`passed`: ranges
+    found taken meanwhile)."""
     import hashlib
 
     span = (LAST_BASE - FIRST_BASE) // RANGE
     for attempt in range(100):
         digest = hashlib.sha256(f"{name}\0{attempt}".encode()).digest()
         base = FIRST_BASE + (int.from_bytes(digest[:8], "big") % span) * RANGE
-        if not _range_busy(base) and not _range_known(base):
+        if base not in passed and not _range_busy(base) and not _range_known(base):
             return base
     raise CoveError(f'found no free UID range for {name} (private-users = "pick")')
 
@@ -92,11 +91,66 @@ def _range_busy(base: int) -> bool:
     except FileNotFoundError:
         return False
     try:
-        query = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _lock_request(fcntl.F_WRLCK))
         return bool(struct.unpack("hh4xqqi4x", answer)[0] != fcntl.F_UNLCK)
     finally:
         os.close(fd)
+
+
+def claim_pick(name: str, upper: str, fresh: bool) -> int:
+    """The range for private-users = "pick", locked (see claim()): the one the upper layer's
+    files were written with, else a free one for the name."""
+    if not fresh:
+        base = resolve_base("pick", name, upper)
+        if claim(base) is None:
+            raise CoveError(
+                f"the UID range {base}-{base + RANGE - 1} of {name}'s files is in use by "
+                "another container: stop that one first"
+            )
+        return base
+    passed: set[int] = set()
+    while True:
+        base = pick(name, frozenset(passed))
+        if claim(base) is not None:
+            return base
+        passed.add(base)  # taken between the look and the lock
+
+
+def claim(base: int) -> int | None:
+    """Lock the range as nspawn's own pick does (same file, same kind of lock), or None when
+    someone holds it. The descriptor is made inheritable: nspawn, exec'd in this process,
+    keeps the lock for the container's life. `release()` removes the file afterwards."""
+    os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+    fd = os.open(os.path.join(LOCK_DIR, str(base)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _lock_request(fcntl.F_WRLCK))
+    except OSError:
+        os.close(fd)
+        return None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def release(base: int) -> None:
+    """Remove the range's lock file once nobody holds it (as nspawn removes its own): taken
+    first, so that a file someone else locked meanwhile is never removed."""
+    path = os.path.join(LOCK_DIR, str(base))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _lock_request(fcntl.F_WRLCK))
+        os.unlink(path)
+    except OSError:
+        pass  # held: a running container's
+    finally:
+        os.close(fd)
+
+
+def _lock_request(kind: int) -> bytes:
+    """struct flock for the whole file (l_pid must be 0 for open-file-description locks)."""
+    return struct.pack("hh4xqqi4x", kind, os.SEEK_SET, 0, 0, 0)
 
 
 def _range_known(base: int) -> bool:

@@ -133,9 +133,10 @@ def private_dirs(path: str) -> None:
     os.chmod(path, 0o700)
 
 
-def assemble(layout: RootLayout) -> None:
+def assemble(layout: RootLayout) -> int:
     """Mount the root in a new private mount namespace (call it in the process that execs
-    nspawn), then put the declared files in it."""
+    nspawn), then put the declared files in it. Returns the first UID of the guest's range
+    (0: not shifted); see with_users_range()."""
     uid_base = users_base(layout)
     overlay.mount_root(
         layout.root,
@@ -149,15 +150,43 @@ def assemble(layout: RootLayout) -> None:
     )
     if layout.files_dir:
         guestfiles.install(layout.files_dir, layout.root)
+    return uid_base
 
 
 def users_base(layout: RootLayout) -> int:
     """The first host UID of the guest's range: 0 unless private-users shifts it. A
-    persistent container is held to the range its files were written with."""
+    persistent container is held to the range its files were written with; a picked range
+    is locked for nspawn and recorded in the runtime dir, for its release at the end."""
     from cove import idmap
 
+    if layout.private_users == "pick":
+        fresh = bool(layout.scratch) or not os.listdir(layout.upper)
+        base = idmap.claim_pick(layout.name, layout.upper, fresh)
+        with open(uid_range_record(layout.root), "w") as f:
+            f.write(f"{base}\n")
+        return base
     if layout.scratch:  # a fresh upper layer: nothing written yet
-        if layout.private_users == "pick":
-            return idmap.pick(layout.name)
         return int(layout.private_users) if layout.private_users.isdigit() else 0
     return idmap.resolve_base(layout.private_users, layout.name, layout.upper)
+
+
+def uid_range_record(root: str) -> str:
+    """runtime-dir/NAME/uid-range, beside the root's mount point."""
+    return os.path.join(os.path.dirname(root), "uid-range")
+
+
+def with_users_range(argv: list[str], base: int) -> list[str]:
+    """nspawn's argv with "pick" replaced by the range cove picked and locked for it."""
+    return [f"--private-users={base}:65536" if a == "--private-users=pick" else a for a in argv]
+
+
+def release_users_range(runtime: str) -> None:
+    """After the container: the lock file of the range it was picked, if any."""
+    from cove import idmap
+
+    try:
+        with open(os.path.join(runtime, "uid-range")) as f:
+            base = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    idmap.release(base)

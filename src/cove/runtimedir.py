@@ -106,11 +106,15 @@ class RuntimeDir:
 NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 
 
-def remove_nspawn_leftovers(name: str) -> None:
+def remove_nspawn_leftovers(name: str, runtime: Path) -> None:
     """nspawn removes its per-machine propagation directory only when it exits cleanly; after a
-    kill it stays. It is empty by then, and rmdir never removes anything else."""
+    kill it stays. It is empty by then, and rmdir never removes anything else. The lock file of
+    a UID range cove picked for it is cove's to remove (see cove.idmap)."""
+    from cove.rootfs import release_users_range
+
     with contextlib.suppress(OSError):
         (NSPAWN_PROPAGATE / name).rmdir()
+    release_users_range(str(runtime))
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:

@@ -258,8 +258,8 @@ class Supervisor:
         argv = list(self.render.argv)
         self._say("+ " + proc.logged_line(argv))
 
-        def prepare() -> None:
-            rootfs.assemble(self.render.layout)
+        def prepare() -> None:  # in the child: `argv` is its own copy to change
+            argv[:] = rootfs.with_users_range(argv, rootfs.assemble(self.render.layout))
 
         try:
             return quickstart.spawn(
@@ -448,7 +448,7 @@ class Supervisor:
         cgroups.Group("").join(me)
         self.group.remove()
         cgroups.Group(self.facts.host.cgroup).remove_if_empty()
-        remove_nspawn_leftovers(self.c.name)
+        remove_nspawn_leftovers(self.c.name, self.runtime.path)
         with contextlib.suppress(OSError):
             remove_tree(self.runtime.path)
         for conn in self.waiters:

@@ -221,8 +221,8 @@ def post_stop(c: Container, facts: HostFacts) -> None:
 
     runtime = RuntimeDir(facts.host, c.name)
     net.teardown(c, runtime.net_record)
+    remove_nspawn_leftovers(c.name, runtime.path)
     remove_tree(runtime.path)
-    remove_nspawn_leftovers(c.name)
     unregister(c.name)
 
 

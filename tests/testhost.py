@@ -71,7 +71,7 @@ def _source_key() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in [*sorted((REPO / "src").rglob("*.py")), REPO / "pyproject.toml"]:
+    for path in [*sorted((REPO / "src").rglob("*.py")), REPO / "pyproject.toml", REPO / "bin/cove"]:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

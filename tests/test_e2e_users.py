@@ -100,13 +100,18 @@ def test_pick_shifts_the_guest_and_a_writable_bind_keeps_host_ids(
     assert before.difference(cove_host.snapshot()) == {}
 
 
-def test_a_first_uid_is_used_as_given(cove_host: Host, busybox_image: Path) -> None:
+@pytest.mark.parametrize("first", [0x7FF00000, 0x7FF00000 + 1000])  # not only 65536-aligned
+def test_a_first_uid_is_used_as_given(cove_host: Host, busybox_image: Path, first: int) -> None:
     name = cove_host.name("fixed")
-    first = 0x7FF00000  # above nspawn's picking range: no other container has it
-    cove_host.write(sleeper(name, busybox_image, f"ephemeral = true\nprivate-users = {first}\n"))
-    cove_host.cove("start", name, check=True)
-    assert uid_map(cove_host, name) == [0, first, 65536]
-    cove_host.cove("stop", name, check=True)
+    files = 'files = { "/etc/made/here" = "x" }\n'
+    cove_host.write(sleeper(name, busybox_image, f"private-users = {first}\n{files}"))
+    for _ in range(2):  # the second start checks the range its files were written with
+        cove_host.cove("start", name, check=True)
+        assert uid_map(cove_host, name) == [0, first, 65536]
+        owners = cove_host.cove("run", name, "--", "stat", "-c", "%u", "/", "/etc/made/here",
+                                check=True)  # fmt: skip
+        assert owners.stdout == "0\n0\n"
+        cove_host.cove("stop", name, check=True)
 
 
 def test_two_picked_containers_get_distinct_ranges(cove_host: Host, busybox_image: Path) -> None:

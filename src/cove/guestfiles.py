@@ -48,9 +48,9 @@ def write_into(files: tuple[tuple[str, str], ...], root: str) -> None:
 def _write_under(root: str, relative: str, content: bytes) -> None:
     *parents, leaf = relative.split("/")
     fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)  # the root is ours (maybe /proc/PID/root)
-    # Under private users the root belongs to the first UID of the guest's range: what is
-    # written here as the host's root must be the guest's root instead.
-    owner = os.fstat(fd).st_uid & ~0xFFFF
+    # Under private users the root belongs to the first UID of the guest's range (any first
+    # UID, not only multiples of 65536): what the host's root writes here is the guest root's.
+    owner = os.fstat(fd).st_uid
     try:
         for part in parents:
             with contextlib.suppress(FileExistsError):

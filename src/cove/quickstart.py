@@ -531,12 +531,15 @@ def spawn(
         os._exit(127)
     os.close(err_w)
     os.close(go_r)
-    misplaced = _place(place, pid, meanwhile)
+    misplaced: str | None = "interrupted while placing it"
     try:
-        os.write(go_w, b"0" if misplaced else b"1")
-    except BrokenPipeError:  # the child failed first; it says why below
-        pass
-    os.close(go_w)
+        misplaced = _place(place, pid, meanwhile)
+    finally:  # the child waits for this byte, whatever happened here
+        try:
+            os.write(go_w, b"0" if misplaced else b"1")
+        except BrokenPipeError:  # the child failed first; it says why below
+            pass
+        os.close(go_w)
     with os.fdopen(err_r, "rb") as f:
         failure = f.read().decode(errors="replace")
     if failure or misplaced:

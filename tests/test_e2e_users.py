@@ -307,5 +307,9 @@ def test_a_booted_host_image_guest_with_picked_users(cove_host: Host) -> None:
     # The host's /usr stays read-only through its ID-mapped mount.
     touch = cove_host.cove("run", name, "--", "touch", "/usr/cove-test")
     assert touch.returncode != 0 and "Read-only file system" in touch.stderr
+    # A login session opened through `cove run`: the guest's logind may move the process.
+    cove_host.cove("run", name, "--", "su", "-s", "/bin/sh", "nobody", "-c", "true", check=True)
+    failed = cove_host.cove("run", name, "--", "systemctl", "--failed", "--no-legend", "--plain")
+    assert failed.stdout == ""
     cove_host.cove("stop", name, check=True)
     assert not os.path.exists("/usr/cove-test")

@@ -409,13 +409,26 @@ def require_up(facts: HostFacts, name: str) -> Observed:
     raise NotRunning(f"{name}: its init process is gone", hint=f"cove stop {name}")
 
 
+def entry_cgroups(facts: HostFacts, name: str) -> list[Path]:
+    """Where a process entering the container goes: its `run` cgroup, beside nspawn's; but
+    under private users, a leaf of the tree nspawn gave the guest (`payload`, owned by the
+    guest's root), so that the guest may move it, as logind does for `su` or `login`."""
+    top = cgroups.Group(f"{facts.host.cgroup}/{name}")
+    nspawn = top.child("nspawn").paths()
+    payloads = [p / "payload" for p in nspawn]
+    if not any(p.is_dir() and p.stat().st_uid != 0 for p in payloads):
+        return top.child("run").paths()
+    return [p / "cove-run" if p.is_dir() else n for p, n in zip(payloads, nspawn, strict=True)]
+
+
 def exec_in(facts: HostFacts, name: str, command: list[str], env: dict[str, str]) -> None:
     """Replace this process with `command` inside the container (cove run, root-login)."""
     observed = require_up(facts, name)
     assert observed.leader is not None
-    group = cgroups.Group(f"{facts.host.cgroup}/{name}/run")
     try:
-        group.join(os.getpid())
+        for directory in entry_cgroups(facts, name):
+            directory.mkdir(exist_ok=True)
+            (directory / "cgroup.procs").write_text(f"{os.getpid()}\n")
     except OSError as e:
         raise NotRunning(f"{name}: cannot join its cgroup: {e}") from None
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

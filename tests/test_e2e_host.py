@@ -47,6 +47,9 @@ def test_booted_host_container_runs_systemd_with_nothing_failed(cove_host: Host)
     assert not Path("/usr/cove-must-not-exist").exists()
     shadow = cove_host.cove("run", name, "--", "cat", "/etc/shadow", check=True).stdout
     assert shadow.startswith("root:*:")
+    owners = cove_host.cove("run", name, "--", "stat", "-c", "%U:%G %a", "/etc/shadow",
+                            "/etc/gshadow", check=True).stdout  # fmt: skip
+    assert owners == "root:shadow 640\nroot:shadow 640\n"  # as on a Debian host
 
     assert cove_host.cove("stop", name, check=True).stdout == f"{name}: stopped\n"
     assert cove_host.cove("status", name).stdout == "down\n"

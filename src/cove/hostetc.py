@@ -53,7 +53,7 @@ HOST_ETC = (
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
-HOST_BASE_VERSION = 1  # bump when the generated tree changes shape
+HOST_BASE_VERSION = 2  # bump when the generated tree changes shape
 
 
 def host_base_key() -> str:

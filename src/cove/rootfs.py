@@ -93,6 +93,14 @@ def write_host_base(base: Path) -> None:
 
 def _write_locked_shadow(etc: Path) -> None:
     """Accounts without passwords: the host's hashes never enter a container."""
+    shadow_gid = next(
+        (
+            int(fields[2])
+            for fields in (line.split(":") for line in (etc / "group").read_text().splitlines())
+            if len(fields) > 2 and fields[0] == "shadow" and fields[2].isdigit()
+        ),
+        None,
+    )
     for table, source in (("shadow", "passwd"), ("gshadow", "group")):
         names = [
             line.split(":", 1)[0]
@@ -106,6 +114,9 @@ def _write_locked_shadow(etc: Path) -> None:
         path = etc / table
         path.write_text(body)
         os.chmod(path, 0o640)
+        # As on the host: group `shadow` may read them (chage, unix_chkpwd are setgid shadow).
+        if shadow_gid is not None:
+            os.chown(path, 0, shadow_gid)
 
 
 def prepare(layout: RootLayout, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -21,16 +22,26 @@ pytestmark = pytest.mark.e2e
 
 CONFIG = "/etc/cove/cove.toml"
 BUSYBOX = "/srv/images/busybox"
+DEBIAN = "/srv/images/debian"  # the test host's own tree, read-only: a booted guest image
 
 
 @pytest.fixture(scope="module")
 def th() -> Iterator[TestHost]:
-    host = TestHost(secrets.token_hex(3), tree(CACHE), wheel(CACHE), {BUSYBOX: busybox_tree(CACHE)})
+    tag = secrets.token_hex(3)
+    root = tree(CACHE)
+    # The same tree again as a guest image, through a bind mount of its own: nspawn mounts the
+    # test host's overlay root at `root` itself, so a bind of `root` would show that overlay.
+    view = Path(f"/var/tmp/cove-testhost-view-{tag}")
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(root), str(view)], check=True)
+    host = TestHost(tag, root, wheel(CACHE), {BUSYBOX: busybox_tree(CACHE), DEBIAN: view})
     try:
         host.boot()
         yield host
     finally:
         host.stop()
+        subprocess.run(["umount", str(view)], check=False)
+        view.rmdir()
 
 
 def declare(th: TestHost, containers: str) -> None:
@@ -882,3 +893,31 @@ def test_private_users_pick_with_a_writable_bind_on_the_systemd_backend(th: Test
     cove(th, "stop", "shifted", check=True)
     assert leftovers(th, "shifted") == []
     assert th.run(["test", "-e", f"/run/systemd/nspawn-uid/{base}"]).returncode == 1
+
+
+def test_a_login_session_through_cove_run_in_a_shifted_guest_on_the_systemd_backend(
+    th: TestHost,
+) -> None:
+    declare(
+        th,
+        f"""
+        [containers.shiftboot]
+        image = "{DEBIAN}"
+        ephemeral = true
+        private-users = "pick"
+        """,
+    )
+    cove(th, "start", "shiftboot", check=True)
+    inside, base, _ = th.run(["cove", "run", "shiftboot", "--", "cat", "/proc/self/uid_map"],
+                             check=True).stdout.split()  # fmt: skip
+    assert inside == "0" and int(base) >= 0x80000
+    logind = th.run(["cove", "run", "shiftboot", "--", "systemctl", "is-active",
+                     "systemd-logind"]).stdout  # fmt: skip
+    assert logind == "active\n"  # else `su` would open no session and prove nothing
+    th.run(["cove", "run", "shiftboot", "--", "su", "-s", "/bin/sh", "nobody", "-c", "true"],
+           check=True)  # fmt: skip
+    failed = th.run(["cove", "run", "shiftboot", "--", "systemctl", "--failed", "--no-legend",
+                     "--plain"]).stdout  # fmt: skip
+    assert "session-" not in failed, failed
+    cove(th, "stop", "shiftboot", check=True)
+    assert leftovers(th, "shiftboot") == []

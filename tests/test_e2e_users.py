@@ -5,6 +5,7 @@ container held to the range its files were written with."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import struct
 import subprocess
@@ -69,6 +70,8 @@ def test_pick_shifts_the_guest_and_a_writable_bind_keeps_host_ids(
     cove_host.cove("start", name, check=True)
     inside, base, count = uid_map(cove_host, name)
     assert (inside, count) == (0, 65536)
+    status = json.loads(cove_host.cove("status", name, "--json", check=True).stdout)
+    assert status["uid-range"] == {"first": base, "count": 65536}
     assert idmap.FIRST_BASE <= base <= idmap.LAST_BASE and base % 65536 == 0
     # The guest sees its own root and image as root's; the host sees the range.
     listing = cove_host.cove("run", name, "--", "stat", "-c", "%u:%g", "/", "/bin", check=True)
@@ -89,6 +92,8 @@ def test_pick_shifts_the_guest_and_a_writable_bind_keeps_host_ids(
 
     cove_host.cove("stop", name, check=True)
     assert not Path(idmap.LOCK_DIR, str(base)).exists()
+    status = json.loads(cove_host.cove("status", name, "--json", check=True).stdout)
+    assert status["uid-range"] is None
     # Started again: the same range, read back from the files it wrote.
     cove_host.cove("start", name, check=True)
     assert uid_map(cove_host, name)[1] == base
@@ -126,10 +131,15 @@ def test_two_picked_containers_get_distinct_ranges(cove_host: Host, busybox_imag
 
 def test_identity_maps_the_host_ids(cove_host: Host, busybox_image: Path) -> None:
     name = cove_host.name("ident")
-    cove_host.write(sleeper(name, busybox_image, 'private-users = "identity"\n'))
-    cove_host.cove("start", name, check=True)
+    plain = cove_host.name("plainids")
+    cove_host.write(sleeper(name, busybox_image, 'private-users = "identity"\n')
+                    + sleeper(plain, busybox_image))  # fmt: skip
+    cove_host.cove("start", name, plain, check=True)
     assert uid_map(cove_host, name) == [0, 0, 65536]
-    cove_host.cove("stop", name, check=True)
+    ranges = {n: json.loads(cove_host.cove("status", n, "--json", check=True).stdout)["uid-range"]
+              for n in (name, plain)}  # fmt: skip
+    assert ranges == {name: {"first": 0, "count": 65536}, plain: None}
+    cove_host.cove("stop", name, plain, check=True)
 
 
 def test_a_persistent_container_keeps_the_range_its_files_have(

@@ -266,7 +266,21 @@ def _describe(ctx: Context, name: str) -> dict[str, Any]:
             if getattr(c, key.replace("-", "_"))
         },
         "uptime": round(time.time() - started, 3) if up and started else None,
+        "uid-range": _uid_range(observed.leader) if up and observed.leader else None,
     }
+
+
+def _uid_range(leader: int) -> dict[str, int] | None:
+    """The host UIDs the guest's IDs map to, read from its init: None without a user
+    namespace (one mapping of all 2^32 IDs)."""
+    try:
+        with open(f"/proc/{leader}/uid_map") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) != 3 or not all(x.isdigit() for x in fields) or int(fields[2]) == 2**32 - 1:
+        return None
+    return {"first": int(fields[1]), "count": int(fields[2])}
 
 
 def _orphans(ctx: Context) -> list[dict[str, Any]]:

@@ -122,6 +122,8 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
             "cgroups": [str(p) for p in group.paths()],
             "log": log,
             "argv": list(r.argv),
+            # What the supervisor logs before the launch (environment values redacted).
+            "logged": "+ " + proc.logged_line(r.argv),
             "env": proc.clean_env([*r.env, ("NOTIFY_SOCKET", str(runtime.notify))]),
             "exist": [
                 *r.required_paths,
@@ -404,6 +406,8 @@ def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
         _signal.signal(sig, lambda *_: stop.append(True))
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
     launch_error = None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")  # the console log's first line, as _say writes
+    os.write(2, f"cove[{os.getpid()}] {stamp} {card['logged']}\n".encode())
     try:
         nspawn: int | None = _launch(card, make_sockets)
     except OSError as e:

@@ -242,8 +242,7 @@ class Supervisor:
         if launched.launch_error is not None or launched.nspawn_pid is None:
             raise CoveError(f"cannot run systemd-nspawn: {launched.launch_error}")
         self.nspawn_pid = launched.nspawn_pid
-        self.leader = launched.leader
-        self._say("+ " + proc.logged_line(self.render.argv))
+        self.leader = launched.leader  # quickstart logged the command line before the launch
         self._say(f"{LAUNCHED_FROM_CARD} (pid {self.nspawn_pid})")
         if launched.ready:
             self.ready = self.was_ready = True

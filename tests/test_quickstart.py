@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cove import quickstart
-from cove.supervisor import LAUNCHED_FROM_CARD
+from cove.quickstart import LAUNCHED_FROM_CARD
 from tests.conftest import Host
 
 SLEEPER = '["/bin/sh", "-c", "exec sleep 1000"]'

@@ -71,6 +71,9 @@ def card_path(config_path: str, name: str) -> str:
     return os.path.join(CARD_DIR, f"{digest:08x}-{name}")
 
 
+LAUNCHED_FROM_CARD = "launched from its launch card"
+
+
 # -- writing, after a start through the normal path --------------------------------------------
 def eligible(r: Render) -> bool:
     layout = r.layout
@@ -406,10 +409,10 @@ def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
         _signal.signal(sig, lambda *_: stop.append(True))
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
     launch_error = None
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")  # the console log's first line, as _say writes
-    os.write(2, f"cove[{os.getpid()}] {stamp} {card['logged']}\n".encode())
+    _say(card["logged"])
     try:
         nspawn: int | None = _launch(card, make_sockets)
+        _say(f"{LAUNCHED_FROM_CARD} (pid {nspawn})")
     except OSError as e:
         nspawn, launch_error = None, str(e)
     import _socket
@@ -470,6 +473,15 @@ def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
             recent=recent,
         )
     )
+
+
+def _say(text: str) -> None:
+    """A line of the console log, as the supervisor writes them (its stderr is the log)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        os.write(2, f"cove[{os.getpid()}] {stamp} {text}\n".encode())
+    except OSError:
+        pass
 
 
 def _launch(card: dict[str, Any], meanwhile: Callable[[], None]) -> int:

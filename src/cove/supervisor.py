@@ -35,7 +35,6 @@ RESTART_SEC = 0.1
 START_LIMIT_INTERVAL = 10.0
 START_LIMIT_BURST = 5
 LOG_TAIL = 20
-LAUNCHED_FROM_CARD = "launched from its launch card"
 IDLE_TICK = 1.0
 
 
@@ -242,8 +241,7 @@ class Supervisor:
         if launched.launch_error is not None or launched.nspawn_pid is None:
             raise CoveError(f"cannot run systemd-nspawn: {launched.launch_error}")
         self.nspawn_pid = launched.nspawn_pid
-        self.leader = launched.leader  # quickstart logged the command line before the launch
-        self._say(f"{LAUNCHED_FROM_CARD} (pid {self.nspawn_pid})")
+        self.leader = launched.leader  # quickstart logged the command line and the launch
         if launched.ready:
             self.ready = self.was_ready = True
         else:

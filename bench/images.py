@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import host_table  # noqa: E402
-from cove import cgroups  # noqa: E402
+from cove import cgroups, quickstart  # noqa: E402
 
 ROOT = Path("/var/tmp/cove-bench-images")
 WORK = ROOT / "work"
@@ -252,6 +252,7 @@ def cleanup() -> list[str]:
     group.kill()
     group.wait_empty(10)
     group.remove()
+    quickstart.forget_all(str(config))
     remove_ephemeral_copies()
     for path in (WORK, COLD_STORE, *ROOT.glob(".padded-*.tmp")):
         remove(path)

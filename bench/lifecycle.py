@@ -69,7 +69,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cove import cgroups, rootfs  # noqa: E402
+from cove import cgroups, quickstart, rootfs  # noqa: E402
 from tests.testhost import TestHost, tree, wheel  # noqa: E402
 
 WORK = Path("/var/tmp/cove-bench-lifecycle")
@@ -389,6 +389,7 @@ def cleanup(config: Path) -> list[str]:
         group.remove()
         if group.exists():
             left.append(f"cgroup {name}")
+    quickstart.forget_all(str(config))
     with contextlib.suppress(OSError):
         os.rmdir(f"/run/systemd/nspawn/propagate/{RAW}")
     subprocess.run(["rm", "-rf", "--one-file-system", str(WORK)], check=False)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cove import quickstart
+
 pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(__file__).parent.parent / "examples/main-job.sh"
@@ -18,9 +20,13 @@ def test_main_job_boots_forgets_and_leaves_nothing() -> None:
     cove = Path(sys.executable).with_name("cove")
     env = {**os.environ, "COVE": str(cove)}
     env.pop("COVE_CONFIG", None)
-    result = subprocess.run(
-        [str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300, check=False
-    )
+    try:
+        result = subprocess.run(
+            [str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+    finally:
+        # Its launch cards outlive this checkout otherwise, and name a file that is gone.
+        quickstart.forget_all(str(SCRIPT.with_name("main-job.toml")))
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "hello: started" in out

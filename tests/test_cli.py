@@ -43,12 +43,21 @@ def cove(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_an_unknown_verb_lists_every_verb() -> None:
+def test_an_unknown_verb_lists_every_verb_one_may_type_and_the_nearest() -> None:
     result = cove("stauts", "a")
     assert result.returncode == 2
-    assert "invalid choice: 'stauts'" in result.stderr
-    for verb in ("start", "stop", "status", "list", "image"):
-        assert f"'{verb}'" in result.stderr
+    assert "cove: error: unknown verb 'stauts'; did you mean 'status'?" in result.stderr
+    listed = result.stderr.split("verbs: ", 1)[1].split(" (", 1)[0].split(", ")
+    for verb in ("start", "stop", "status", "list", "image", "options"):
+        assert verb in listed
+    assert not [v for v in listed if v.startswith("_")]  # internal verbs stay hidden
+
+
+def test_an_unknown_verb_far_from_any_gets_no_guess() -> None:
+    result = cove("zzzz")
+    assert result.returncode == 2
+    assert "unknown verb 'zzzz'\n" in result.stderr
+    assert "did you mean" not in result.stderr
 
 
 def test_a_missing_argument_names_the_verb() -> None:
@@ -67,3 +76,10 @@ def test_help_lists_every_verb_and_hides_internal_ones() -> None:
     verb_help = cove("start", "--help")
     assert verb_help.returncode == 0
     assert "usage: cove start" in verb_help.stdout
+
+
+def test_options_prints_one_form_at_a_time() -> None:
+    result = cove("options", "--json", "--markdown")
+    assert result.returncode == 2
+    assert "argument --markdown: not allowed with argument --json" in result.stderr
+    assert result.stdout == ""

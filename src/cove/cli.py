@@ -821,6 +821,37 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(width, 40) - 2)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The whole command line. An unknown verb is answered with the verbs one may type (the
+    internal ones left out) and the nearest of them."""
+
+    public_verbs: list[str]
+
+    def error(self, message: str) -> NoReturn:
+        typed = _unknown_verb(message)
+        if typed is not None:
+            import difflib
+
+            near = difflib.get_close_matches(typed, self.public_verbs, n=1)
+            guess = f"; did you mean '{near[0]}'?" if near else ""
+            message = (
+                f"unknown verb '{typed}'{guess}\n"
+                f"verbs: {', '.join(self.public_verbs)} (cove VERB --help tells more)"
+            )
+        super().error(message)
+
+
+def _unknown_verb(message: str) -> str | None:
+    """The word argparse refused as the verb, from its message; None for other errors."""
+    prefix = "argument VERB: invalid choice: "
+    if not message.startswith(prefix):
+        return None
+    rest = message[len(prefix) :]
+    quote = rest[:1]
+    end = rest.find(quote, 1) if quote in ("'", '"') else -1
+    return rest[1:end] if end > 0 else None
+
+
 class _Retry(Exception):
     """A usage error met by the one-verb parser: parse again with every verb, to say it."""
 
@@ -834,11 +865,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, just that verb's sub-parser, since building all of
     them is most of the cost of parsing (the caller falls back to all of them for help and
     errors)."""
-    parser = (argparse.ArgumentParser if only is None else _OneVerbParser)(
+    parser = (_Parser if only is None else _OneVerbParser)(
         prog="cove",
         description="Declarative system containers on systemd-nspawn.",
         formatter_class=_Formatter,
     )
+    public: list[str] = []
+    if isinstance(parser, _Parser):
+        parser.public_verbs = public
     parser.add_argument("--version", action="version", version=f"cove {__version__}")
     # Global options work before or after the verb; SUPPRESS keeps a sub-parser's absent
     # option from overwriting the value given before the verb.
@@ -866,6 +900,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     def verb(name: str, func: Verb | None, help: str | None, **kw: Any) -> argparse.ArgumentParser:
         if help is not None:  # internal verbs (no help) stay out of `cove --help`
             kw["help"] = help
+            public.append(name)
         if only is not None and name != only:
             return unused
         sub = verbs.add_parser(
@@ -985,8 +1020,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("section", choices=["1", "5"])
     verb("__names", cmd_names, None)
     p = verb("options", cmd_options, "list every container and [host] key with type and default")
-    json_flag(p)
-    p.add_argument("--markdown", action="store_true", help="print the reference page")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON")
+    form.add_argument("--markdown", action="store_true", help="print the reference page")
     p = verb("__exec", cmd_exec, None)
     for flag in ("--root", "--upper", "--work", "--scratch", "--scratch-size", "--files", "--name"):
         p.add_argument(flag)

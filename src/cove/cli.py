@@ -865,7 +865,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, just that verb's sub-parser, since building all of
     them is most of the cost of parsing (the caller falls back to all of them for help and
     errors)."""
-    parser = (_Parser if only is None else _OneVerbParser)(
+    parser_class: type[argparse.ArgumentParser] = _Parser if only is None else _OneVerbParser
+    parser = parser_class(
         prog="cove",
         description="Declarative system containers on systemd-nspawn.",
         formatter_class=_Formatter,

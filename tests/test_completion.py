@@ -102,3 +102,24 @@ def test_choices_sub_verbs_and_config_after_the_verb(setup: tuple[Path, dict[str
                           f"words=(cove --config {other} start ''); CURRENT=5; _cove"],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert zsh.stdout.split() == ["elsewhere"]
+
+
+def test_config_given_with_an_equals_sign(setup: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = setup
+    other = tmp / "other.toml"
+    other.write_text("[containers.elsewhere]\n")
+    # Real bash hands `--config=FILE` over in three words (COMP_WORDBREAKS has "=").
+    assert bash(setup, "cove", "--config", "=", str(other), "start", "") == ["elsewhere"]
+    assert bash(setup, "cove", f"--config={other}", "start", "") == ["elsewhere"]
+    assert bash(setup, "cove", "start", "--config", "=", str(other), "") == ["elsewhere"]
+    assert bash(setup, "cove", "--config", "=", f"{tmp}/oth") == [str(other)]
+    assert bash(setup, "cove", f"--config={tmp}/oth") == [f"--config={other}"]
+    fish = subprocess.run(["fish", "-c", f"source {tmp}/cove.fish; complete -C 'cove "
+                           f"--config={other} start '"], capture_output=True, text=True,
+                          env=env)  # fmt: skip
+    assert [w.split("\t")[0] for w in fish.stdout.splitlines()] == ["elsewhere"]
+    stubs = 'compadd() { shift; print -l -- "$@" }; _files() { print FILES }'
+    zsh = subprocess.run(["zsh", "-f", "-c", f"{stubs}; source {tmp}/cove.zsh >/dev/null 2>&1; "
+                          f"words=(cove --config={other} start ''); CURRENT=4; _cove"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert zsh.stdout.split() == ["elsewhere"]

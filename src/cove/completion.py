@@ -90,16 +90,23 @@ _cove() {
     local verb="" sub="" config="" i flags="" operands="" subverbs=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            --config) config=${COMP_WORDS[i+1]}; ((i++)) ;;
+            # bash splits `--config=FILE` at "=" (COMP_WORDBREAKS): --config, =, FILE
+            --config) if [[ ${COMP_WORDS[i+1]} == = ]]; then config=${COMP_WORDS[i+2]}; ((i += 2))
+                      else config=${COMP_WORDS[i+1]}; ((i++)); fi ;;
+            --config=*) config=${COMP_WORDS[i]#--config=} ;;
             --) break ;;
             -*) ;;
             *) if [[ -z $verb ]]; then verb=${COMP_WORDS[i]}; elif [[ -z $sub ]]; then
                    sub=${COMP_WORDS[i]}; fi ;;
         esac
     done
+    [[ $prev == = && COMP_CWORD -ge 2 ]] && prev=${COMP_WORDS[COMP_CWORD-2]}
     case $prev in
         --config|--output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
+    if [[ $cur == --config=* || $cur == --output=* ]]; then
+        COMPREPLY=($(compgen -f -P "${cur%%=*}=" -- "${cur#*=}")); return
+    fi
     if [[ -z $verb ]]; then
         COMPREPLY=($(compgen -W "@VERBS@ --config --debug --help --version" -- "$cur"))
         return
@@ -151,6 +158,7 @@ _cove() {
     for ((i = 2; i < CURRENT; i++)); do
         case ${words[i]} in
             --config) config=${words[i+1]}; ((i++)) ;;
+            --config=*) config=${words[i]#--config=} ;;
             -*) ;;
             *) [[ -z $verb ]] && verb=${words[i]} ;;
         esac
@@ -158,6 +166,9 @@ _cove() {
     case ${words[CURRENT-1]} in
         --config|--output|-o) _files; return ;;
     esac
+    if [[ ${words[CURRENT]} == --config=* || ${words[CURRENT]} == --output=* ]]; then
+        compset -P '*='; _files; return
+    fi
     if [[ -z $verb ]]; then
         if [[ ${words[CURRENT]} == -* ]]; then
             compadd -- --config --debug --help --version
@@ -188,8 +199,11 @@ def fish() -> str:
              "function __cove_names",
              "    set -l words (commandline -opc)",
              "    set -l i (contains -i -- --config $words)",
+             "    set -l given (string replace -rf -- '^--config=' '' $words)",
              "    if test -n \"$i\"; and test (count $words) -gt $i",
              "        cove --config $words[(math $i + 1)] __names 2>/dev/null",
+             "    else if test -n \"$given\"",
+             "        cove --config $given[1] __names 2>/dev/null",
              "    else",
              "        cove __names 2>/dev/null",
              "    end",

@@ -44,6 +44,13 @@ def test_only_a_plain_start_of_one_container_takes_the_card(
     assert quickstart._request(argv) == expected
 
 
+def test_what_nspawn_says_on_its_notify_socket() -> None:
+    said = b"STATUS=Container running.\nX_NSPAWN_LEADER_PID=4242\nREADY=1\nREADY=0x\n"
+    assert quickstart.notice(said) == (4242, True, ["Container running."])
+    assert quickstart.notice(b"X_NSPAWN_LEADER_PID=12ab\nREADY=0\n") == (None, False, [])
+    assert quickstart.notice(b"STATUS=a=b\n\xff") == (None, False, ["a=b"])
+
+
 def test_cards_of_two_files_have_two_paths() -> None:
     assert quickstart.card_path("/a/cove.toml", "web") != quickstart.card_path(
         "/b/cove.toml", "web"

@@ -74,6 +74,20 @@ def card_path(config_path: str, name: str) -> str:
 LAUNCHED_FROM_CARD = "launched from its launch card"
 
 
+def notice(datagram: bytes) -> tuple[int | None, bool, list[str]]:
+    """What nspawn says on its notify socket: (leader PID, READY=1 seen, STATUS= lines)."""
+    leader, ready, statuses = None, False, []
+    for line in datagram.decode(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key == "X_NSPAWN_LEADER_PID" and value.isdigit():
+            leader = int(value)
+        elif key == "READY" and value == "1":
+            ready = True
+        elif key == "STATUS":
+            statuses.append(value)
+    return leader, ready, statuses
+
+
 # -- writing, after a start through the normal path --------------------------------------------
 def eligible(r: Render) -> bool:
     layout = r.layout
@@ -439,14 +453,10 @@ def _supervise(card: dict[str, Any], data: bytes, report: int) -> int:
             if os.waitid(os.P_PID, nspawn, os.WEXITED | os.WNOHANG | os.WNOWAIT):
                 break
         if notify.fileno() in readable:
-            for line in notify.recv(4096).decode(errors="replace").splitlines():
-                key, _, value = line.partition("=")
-                if key == "X_NSPAWN_LEADER_PID" and value.isdigit():
-                    leader = int(value)
-                elif key == "READY" and value == "1":
-                    ready = True
-                elif key == "STATUS":
-                    recent.append(value)
+            said_leader, said_ready, statuses = notice(notify.recv(4096))
+            leader = said_leader or leader
+            ready = ready or said_ready
+            recent += statuses
     if ready and nspawn:
         _write_status(card, nspawn, leader, started_at)
         os.write(report, f'{{"ok": true, "leader": {leader}}}\n'.encode())

@@ -278,19 +278,16 @@ class Supervisor:
     def _on_notify(self, sock: Any) -> None:
         while True:
             try:
-                message = sock.recv(4096, socket.MSG_DONTWAIT).decode(errors="replace")
+                datagram = sock.recv(4096, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            for line in message.splitlines():
-                key, _, value = line.partition("=")
-                if key == "X_NSPAWN_LEADER_PID" and value.isdigit():
-                    self.leader = int(value)
-                elif key == "READY" and value == "1" and not self.ready:
-                    self.ready = True
-                    self._write_status("running")
-                    self._succeed()
-                elif key == "STATUS":
-                    self.recent.append(value)
+            leader, ready, statuses = quickstart.notice(datagram)
+            self.leader = leader or self.leader
+            self.recent.extend(statuses)
+            if ready and not self.ready:
+                self.ready = True
+                self._write_status("running")
+                self._succeed()
 
     def _on_control(self, sock: Any) -> None:
         conn, _ = sock.accept()

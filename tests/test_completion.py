@@ -83,43 +83,43 @@ def test_fish(setup: tuple[Path, dict[str, str]]) -> None:
     assert "--prune" in fish("cove apply --")
 
 
-def test_choices_sub_verbs_and_config_after_the_verb(setup: tuple[Path, dict[str, str]]) -> None:
-    tmp, env = setup
+def other_file(tmp: Path) -> Path:
     other = tmp / "other.toml"
     other.write_text("[containers.elsewhere]\n")
+    return other
+
+
+def test_choices_and_sub_verbs(setup: tuple[Path, dict[str, str]]) -> None:
     assert bash(setup, "cove", "completion", "") == ["bash", "fish", "zsh"]
     assert bash(setup, "cove", "man", "") == ["1", "5"]
     assert bash(setup, "cove", "image", "rm", "") == []
     assert bash(setup, "cove", "image", "rebase", "") == ["cache", "db", "web"]
     assert bash(setup, "cove", "run", "web", "--", "") == []
+
+
+def test_bash_reads_the_config_file_however_it_is_given(setup: tuple[Path, dict[str, str]]):
+    tmp, _ = setup
+    other = other_file(tmp)
     assert bash(setup, "cove", "--config", str(other), "start", "") == ["elsewhere"]
-    fish = subprocess.run(["fish", "-c", f"source {tmp}/cove.fish; complete -C 'cove "
-                           f"--config {other} start '"], capture_output=True, text=True,
-                          env=env)  # fmt: skip
-    assert [w.split("\t")[0] for w in fish.stdout.splitlines()] == ["elsewhere"]
-    stubs = 'compadd() { shift; print -l -- "$@" }; _files() { print FILES }'
-    zsh = subprocess.run(["zsh", "-f", "-c", f"{stubs}; source {tmp}/cove.zsh >/dev/null 2>&1; "
-                          f"words=(cove --config {other} start ''); CURRENT=5; _cove"],
-                         capture_output=True, text=True, env=env)  # fmt: skip
-    assert zsh.stdout.split() == ["elsewhere"]
-
-
-def test_config_given_with_an_equals_sign(setup: tuple[Path, dict[str, str]]) -> None:
-    tmp, env = setup
-    other = tmp / "other.toml"
-    other.write_text("[containers.elsewhere]\n")
     # Real bash hands `--config=FILE` over in three words (COMP_WORDBREAKS has "=").
     assert bash(setup, "cove", "--config", "=", str(other), "start", "") == ["elsewhere"]
     assert bash(setup, "cove", f"--config={other}", "start", "") == ["elsewhere"]
     assert bash(setup, "cove", "start", "--config", "=", str(other), "") == ["elsewhere"]
     assert bash(setup, "cove", "--config", "=", f"{tmp}/oth") == [str(other)]
     assert bash(setup, "cove", f"--config={tmp}/oth") == [f"--config={other}"]
+
+
+@pytest.mark.parametrize("form", ["--config FILE", "--config=FILE"])
+def test_zsh_and_fish_read_the_config_file(setup: tuple[Path, dict[str, str]], form: str):
+    tmp, env = setup
+    given = form.replace("FILE", str(other_file(tmp)))
     fish = subprocess.run(["fish", "-c", f"source {tmp}/cove.fish; complete -C 'cove "
-                           f"--config={other} start '"], capture_output=True, text=True,
+                           f"{given} start '"], capture_output=True, text=True,
                           env=env)  # fmt: skip
     assert [w.split("\t")[0] for w in fish.stdout.splitlines()] == ["elsewhere"]
     stubs = 'compadd() { shift; print -l -- "$@" }; _files() { print FILES }'
+    words = f"cove {given} start ''"
     zsh = subprocess.run(["zsh", "-f", "-c", f"{stubs}; source {tmp}/cove.zsh >/dev/null 2>&1; "
-                          f"words=(cove --config={other} start ''); CURRENT=4; _cove"],
+                          f"words=({words}); CURRENT={len(words.split())}; _cove"],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert zsh.stdout.split() == ["elsewhere"]

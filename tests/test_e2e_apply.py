@@ -52,6 +52,30 @@ def test_apply_creates_starts_and_a_second_apply_does_nothing(
     assert plan(cove_host) == [(auto, "start", [])]
 
 
+def test_apply_sees_what_a_container_started_by_hand_runs_with(
+    cove_host: Host, busybox_image: Path, tmp_path: Path
+) -> None:
+    name = cove_host.name("byhand")
+    (tmp_path / "shared").mkdir()
+    declared = sleeper(name, busybox_image)
+    cove_host.write(declared)
+    cove_host.cove("start", name, check=True)  # never applied
+    binds = f'[containers.{name}.bind-mounts."/mnt/shared"]\nhost-path = "{tmp_path}/shared"\n'
+    cove_host.write(declared + binds)
+    assert plan(cove_host) == [(name, "restart", ["bind-mounts"]), (name, "create", [])]
+    cove_host.cove("apply", check=True)
+    assert cove_host.cove("run", name, "--", "ls", "-d", "/mnt/shared").returncode == 0
+    assert plan(cove_host) == []
+    # Restarted by hand with a changed key: the next apply records it, without a restart.
+    cove_host.write(declared + binds + f'[containers.{name}.environment]\nA = "1"\n')
+    cove_host.cove("restart", name, check=True)
+    leader = json.loads(cove_host.cove("status", name, "--json", check=True).stdout)["leader"]
+    assert plan(cove_host) == [(name, "update", ["environment"])]
+    cove_host.cove("apply", check=True)
+    assert json.loads(cove_host.cove("status", name, "--json").stdout)["leader"] == leader
+    assert plan(cove_host) == []
+
+
 def test_files_of_a_running_booted_container_are_updated_in_place(cove_host: Host) -> None:
     name = cove_host.name("files")
     declared = f"[containers.{name}]\nephemeral = true\nauto-start = true\n"
@@ -253,3 +277,23 @@ def test_two_applies_at_once_queue_on_a_lock(cove_host: Host, busybox_image: Pat
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert out == f"{name}: created\n"
+
+
+def test_apply_json_says_what_was_done_and_what_failed(
+    cove_host: Host, busybox_image: Path, tmp_path: Path
+) -> None:
+    good, bad = cove_host.name("good"), cove_host.name("bad")
+    missing = tmp_path / "missing"
+    cove_host.write(
+        sleeper(good, busybox_image, "auto-start = true\n")
+        + sleeper(bad, busybox_image, "auto-start = true\n")
+        + f'[containers.{bad}.bind-mounts."/mnt"]\nhost-path = "{missing}"\n'
+    )
+    result = cove_host.cove("apply", "--json")
+    assert result.returncode == 1, result.stderr
+    actions = {(a["name"], a["action"]): a for a in json.loads(result.stdout)["actions"]}
+    assert actions[(good, "start")]["done"] and actions[(good, "start")]["error"] is None
+    assert not actions[(bad, "start")]["done"]
+    assert f"{missing} does not exist" in actions[(bad, "start")]["error"]
+    assert cove_host.cove("status", good).stdout == "up\n"
+    assert cove_host.cove("status", bad).stdout == "down\n"

@@ -53,7 +53,8 @@ def test_every_reporting_verb_matches_its_schema(cove_host: Host, busybox_image:
     }
     cove_host.write("".join(f"[containers.{n}]\n{t}" for n, t in tables.items()))
     assert valid(cove_host, "plan", "plan")["actions"]
-    cove_host.cove("apply", check=True)
+    applied = valid(cove_host, "apply", "apply")["actions"]
+    assert applied and all(a["done"] and a["error"] is None for a in applied)  # type: ignore
     cove_host.cove("start", gone, check=True)
     cove_host.cove("stop", gone, check=True)
     cove_host.cove("start", idle, check=True)

@@ -64,6 +64,56 @@ def test_a_changed_container_is_updated_or_restarted(
     assert rows(plan) == expected
 
 
+def started(text: str) -> dict[str, dict[str, object]]:
+    """What containers started from `text` recorded in their runtime dirs."""
+    return {n: settings_of(r) for n, r in renders(text).items()}
+
+
+def test_a_container_started_outside_apply_is_compared_with_what_it_runs() -> None:
+    old, new = WEB, WEB + 'environment = { A = "1" }\n'
+    plan = make_plan(renders(new), {}, {"web"}, SOURCE, started=started(old))
+    assert rows(plan) == [("web", "restart", ("environment",)), ("web", "create", ())]
+    assert plan.actions[0].reason == "runs with other settings than the file"
+    # Started from the file as it is now: recorded, not restarted.
+    plan = make_plan(renders(new), {}, {"web"}, SOURCE, started=started(new))
+    assert rows(plan) == [("web", "create", ())]
+
+
+def test_a_container_restarted_by_hand_is_not_restarted_again() -> None:
+    old, new = WEB, WEB + "timeout-stop-sec = 5\n"
+    plan = make_plan(renders(new), applied(old), {"web"}, SOURCE, started=started(new))
+    assert rows(plan) == [("web", "update", ("timeout-stop-sec",))]
+    assert plan.actions[0].reason == "on disk: it already runs with them"
+    again = make_plan(renders(new), applied(new), {"web"}, SOURCE, started=started(new))
+    assert again.actions == ()
+
+
+def test_a_running_container_that_recorded_nothing_is_restarted() -> None:
+    plan = make_plan(renders(WEB), {}, {"web"}, SOURCE, started={})
+    assert rows(plan) == [("web", "restart", ("(unknown)",)), ("web", "create", ())]
+    # With a record, the record says what it runs with.
+    assert make_plan(renders(WEB), applied(WEB), {"web"}, SOURCE, started={}).actions == ()
+
+
+def test_files_changed_in_place_are_compared_with_what_runs() -> None:
+    new = WEB + 'files = { "/etc/motd" = "hi" }\n'
+    plan = make_plan(renders(new), applied(new), {"web"}, SOURCE, started=started(WEB))
+    assert rows(plan) == [("web", "update", ("files",))]
+    assert plan.actions[0].reason == "in place, without a restart"
+
+
+def test_restart_if_changed_false_says_once_then_notes_the_old_settings() -> None:
+    old = WEB + "restart-if-changed = false\n"
+    new = old + "timeout-stop-sec = 5\n"
+    plan = make_plan(renders(new), applied(old), {"web"}, SOURCE, started=started(old))
+    assert rows(plan) == [("web", "update", ("timeout-stop-sec",))]
+    plan = make_plan(renders(new), applied(new), {"web"}, SOURCE, started=started(old))
+    assert plan.actions == ()
+    assert plan.notes == (
+        ("web", "runs with its old timeout-stop-sec until restarted (restart-if-changed = false)"),
+    )
+
+
 def test_forward_ports_changed_while_running_restarts_naming_the_key() -> None:
     net = 'private-network = true\nhost-address = "10.1.0.1"\nlocal-address = "10.1.0.2"\n'
     old = WEB + net + "forward-ports = [{ host-port = 8080, container-port = 80 }]\n"

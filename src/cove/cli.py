@@ -16,6 +16,7 @@ from cove import __version__
 from cove.errors import EXIT_FAILED, EXIT_RUN_FAILED, CoveError, NotFound, NotRunning, UsageError
 
 if TYPE_CHECKING:
+    from cove.converge import Outcome
     from cove.model import Config, Container
     from cove.plan import Plan
     from cove.render import HostFacts, Render
@@ -190,6 +191,18 @@ def _counted(plan: Plan) -> Callable[[str], None]:
     return say
 
 
+def _silent(plan: Plan) -> Callable[[str], None]:
+    return lambda line: None
+
+
+def _done_of(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.error is None
+
+
+def _error_of(outcome: Outcome | None) -> str | None:
+    return None if outcome is None else outcome.error
+
+
 def cmd_plan(ctx: Context) -> int:
     from cove.converge import planned
 
@@ -205,9 +218,16 @@ def cmd_apply(ctx: Context) -> int:
     if ctx.args.dry_run:
         return cmd_plan(ctx)
     runtime, facts = ctx.backend()
-    plan, outcomes = apply_file(ctx.config, runtime, facts, _counted, prune=ctx.args.prune,
+    announce = _silent if ctx.args.json else _counted
+    plan, outcomes = apply_file(ctx.config, runtime, facts, announce, prune=ctx.args.prune,
                                 wait=not ctx.args.no_wait)  # fmt: skip
-    if not plan.actions:
+    if ctx.args.json:
+        carried = {id(o.action): o for o in outcomes}
+        _print_json({"config": ctx.config.path, "up-to-date": [name for name, _ in plan.notes],
+                     "actions": [{**a.to_json(), "done": _done_of(carried.get(id(a))),
+                                  "error": _error_of(carried.get(id(a)))}
+                                 for a in plan.actions]})  # fmt: skip
+    elif not plan.actions:
         print("nothing to do: the host is as the file says")
         return 0
     failed = [o for o in outcomes if o.error]

@@ -23,7 +23,7 @@ from cove.errors import CoveError
 from cove.model import Config, Container, HostConfig
 from cove.plan import Action, Plan, Record, settings_of
 from cove.render import HostFacts, Render
-from cove.runtimedir import write_atomic
+from cove.runtimedir import RuntimeDir, write_atomic
 
 # For tests of a cut-short apply: COVE_TEST_FAULT=VERB kills cove right after the first
 # action of that verb (its record not yet written), as a crash or a SIGKILL would.
@@ -95,7 +95,13 @@ def planned(
 
     renders = {name: render(c, facts) for name, c in config.containers.items()}
     running = backend.running_names(facts)
-    return make_plan(renders, read_records(config.host), running, config.path, prune), renders
+    started = {}
+    for name in running:
+        settings = RuntimeDir(config.host, name).read_started()
+        if settings is not None:
+            started[name] = settings
+    plan = make_plan(renders, read_records(config.host), running, config.path, prune, started)
+    return plan, renders
 
 
 def apply_file(
@@ -225,6 +231,9 @@ class Applier:
                 raise CoveError(f"{action.name}: no leader process to write its files into")
             guestfiles.write_into(r.container.files, f"/proc/{observed.leader}/root")
             self.backend.files_changed(self.facts, r)
+        if action.reason.startswith("in place"):
+            # Only keys a running container takes as they are changed: it runs with the file.
+            RuntimeDir(self.config.host, action.name).write_started(settings_of(r))
 
 
 def _done(action: Action) -> str:

@@ -155,6 +155,7 @@ def _check_idmappable(r: Render) -> None:
 
 def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     """Start the container and return once it is ready: (started now, leader PID)."""
+    from cove.plan import settings_of
     from cove.supervisor import log_path, nspawn_env, open_log, supervise
 
     check_start(r)
@@ -174,6 +175,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         else:
             _check_cgroup_free(facts, c)
         _claim_images(facts, r, runtime)
+        runtime.write_started(settings_of(r))
         log_fd = open_log(log_path(facts, c.name))
     except BaseException:
         with contextlib.suppress(OSError):

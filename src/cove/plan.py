@@ -12,7 +12,12 @@ names), then changes, then new containers.
   (`restart-if-changed = false` turns this into an `update` that leaves it running).
 - `update KEYS`: changes applied without a restart: in place for a running container (the
   keys of IN_PLACE), on disk for a stopped one (its unit, its record).
-- `create`: declared, never applied.
+- `create`: declared, never applied (and, when it already runs, what a running container
+  needs besides).
+
+A running container is compared with what it was started with (every start records that in
+its runtime dir, `cove start` outside any apply too), a stopped one with the record of the
+last apply.
 - `start`: an `auto-start` container that is not running.
 """
 
@@ -34,6 +39,8 @@ from cove.settings import CONTAINER_SETTINGS
 IN_PLACE = frozenset({"files", "auto-start", "restart-if-changed"})
 # Not a key: what cove itself makes of the keys (a new cove may render them differently).
 RENDERING = "(rendering)"
+# Not a key either: a running container whose start recorded nothing to compare with.
+UNKNOWN = "(unknown)"
 RECORD_VERSION = 1
 ORDER = ("stop", "remove", "prune", "restart", "update", "create", "start")
 
@@ -125,10 +132,12 @@ def make_plan(
     running: Iterable[str],
     source: str,
     prune: bool = False,
+    started: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """The actions for the containers of `source` (the file planned), given the renders of
-    what it declares (imperative containers included), the records of earlier applies and
-    the names of the containers that run now."""
+    what it declares (imperative containers included), the records of earlier applies, the
+    names of the containers that run now and, where known, the settings each was started
+    with."""
     up = set(running)
     actions: list[Action] = []
     notes: list[tuple[str, str]] = []
@@ -152,35 +161,66 @@ def make_plan(
         record = records.get(name)
         if record is not None and record.removed:
             record = None  # declared again: made anew over the data it kept
+        runs_with = (started or {}).get(name) if name in up else None
         actions += _container_actions(desired[name].container, desired[name], record,
-                                      name in up, notes)  # fmt: skip
+                                      name in up, runs_with, notes)  # fmt: skip
     actions.sort(key=lambda a: ORDER.index(a.verb))
     return Plan(tuple(actions), tuple(notes))
 
 
 def _container_actions(
-    c: Container, r: Render, record: Record | None, running: bool, notes: list[tuple[str, str]]
+    c: Container,
+    r: Render,
+    record: Record | None,
+    running: bool,
+    runs_with: Mapping[str, Any] | None,
+    notes: list[tuple[str, str]],
 ) -> list[Action]:
     name = c.name
+    desired = settings_of(r)
     actions: list[Action] = []
     if record is None:
         actions.append(Action(name, "create", "declared, not applied yet"))
-        if c.auto_start and not running:
-            actions.append(Action(name, "start", "auto-start"))
-        return actions
-    keys = changed_keys(record.settings, settings_of(r))
-    if keys and running:
-        if set(keys) <= IN_PLACE:
-            actions.append(Action(name, "update", "in place, without a restart", keys))
-        elif c.restart_if_changed:
-            actions.append(Action(name, "restart", "changed while running", keys))
-        else:
-            actions.append(Action(name, "update", "on disk only: restart-if-changed = false "
-                                  "keeps it running with its old settings", keys))  # fmt: skip
-    elif keys:
-        actions.append(Action(name, "update", "on disk (not running)", keys))
+    on_disk = changed_keys(record.settings, desired) if record is not None else ()
+    if running:
+        if runs_with is not None:
+            live = changed_keys(runs_with, desired)
+        elif record is not None:
+            live = on_disk
+        else:  # started by something that did not say with what
+            live = (UNKNOWN,)
+        actions += _running_actions(c, live, on_disk, record is None, notes)
+    elif on_disk:
+        actions.append(Action(name, "update", "on disk (not running)", on_disk))
     if c.auto_start and not running:
-        actions.append(Action(name, "start", "auto-start, not running"))
-    if not actions:
+        actions.append(Action(name, "start", "auto-start" + (", not running" if record else "")))
+    if not actions and not any(n == name for n, _ in notes):
         notes.append((name, "up to date" + (", running" if running else "")))
     return actions
+
+
+def _running_actions(
+    c: Container,
+    live: tuple[str, ...],
+    on_disk: tuple[str, ...],
+    new: bool,
+    notes: list[tuple[str, str]],
+) -> list[Action]:
+    """What a running container needs: `live` are the keys it runs with that differ from the
+    file, `on_disk` those of the last apply's record (none for a `new` one)."""
+    name = c.name
+    if not live:
+        if on_disk:
+            return [Action(name, "update", "on disk: it already runs with them", on_disk)]
+        return []
+    if set(live) <= IN_PLACE:
+        return [Action(name, "update", "in place, without a restart", live)]
+    if c.restart_if_changed:
+        why = "changed while running" if not new else "runs with other settings than the file"
+        return [Action(name, "restart", why, live)]
+    if on_disk or new:
+        return [Action(name, "update", "on disk only: restart-if-changed = false "
+                       "keeps it running with its old settings", on_disk or live)]  # fmt: skip
+    notes.append((name, f"runs with its old {', '.join(live)} until restarted "
+                  "(restart-if-changed = false)"))  # fmt: skip
+    return []

@@ -56,6 +56,22 @@ class RuntimeDir:
     def status_file(self) -> Path:
         return self.path / "status.json"
 
+    @property
+    def started_file(self) -> Path:
+        """The settings the running instance was started with (plan.settings_of), so that a
+        plan compares the file with what runs, however it was started."""
+        return self.path / "started.json"
+
+    def write_started(self, settings: dict[str, Any]) -> None:
+        write_atomic(self.started_file, json.dumps(settings, sort_keys=True))
+
+    def read_started(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.started_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def claim(self) -> tuple[int, bool]:
         """Create or take over the directory with its lock held: (fd, was it left over)."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -466,6 +466,9 @@ def adopt(launched: Launched) -> int:
         facts = probe(config.host)
         r = render(config.containers[launched.name], facts)
         runtime = RuntimeDir(config.host, launched.name)
+        from cove.plan import settings_of
+
+        runtime.write_started(settings_of(r))
     except BaseException as e:  # never leave a guest without its supervisor
         os.write(2, f"cove: cannot take over the launched container: {e!r}\n".encode())
         for fd in (launched.notify_fd, launched.control_fd):

@@ -206,12 +206,15 @@ def exec_in(facts: HostFacts, name: str, command: list[str], env: dict[str, str]
 def pre_start(r: Render, facts: HostFacts) -> None:
     """The unit's ExecStartPre: the root's directories and the whole network, before nspawn."""
     from cove import net, rootfs
+    from cove.plan import settings_of
     from cove.runtimedir import RuntimeDir
 
     check_start(r)
+    runtime = RuntimeDir(facts.host, r.container.name)
     rootfs.prepare(r.layout, r.container.name)
-    net.setup(r.container, RuntimeDir(facts.host, r.container.name).net_record,
-              facts.host.nat_interface)  # fmt: skip
+    net.setup(r.container, runtime.net_record, facts.host.nat_interface)
+    runtime.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    runtime.write_started(settings_of(r))
 
 
 def post_stop(c: Container, facts: HostFacts) -> None:

@@ -104,7 +104,7 @@ def test_ephemeral_leaves_no_trace(cove_host: Host, busybox_image: Path) -> None
     assert before.difference(cove_host.snapshot()) == {}
     # Killed rather than stopped: still nothing left.
     cove_host.cove("start", name, check=True)
-    assert cove_host.cove("terminate", name, check=True).stdout == f"{name}: stopped\n"
+    assert cove_host.cove("terminate", name, check=True).stdout == f"{name}: terminated\n"
     assert before.difference(cove_host.snapshot()) == {}
 
 

@@ -154,7 +154,9 @@ def test_a_persistent_container_keeps_its_image_until_rebased_and_gc_spares_used
     started = cove_host.cove("start", name, check=True)
     assert f"{name} keeps image {first.identity} it was created from" in started.stderr
     assert made_from() == "first\n"
-    assert cove_host.cove("image", "rm", first.identity).returncode == 1
+    assert cove_host.cove("image", "rm", first.identity).returncode == 1  # in use
+    missing = cove_host.cove("image", "rm", "debian-bookworm-ffffffffffffffff")
+    assert missing.returncode == 3, missing.stderr  # not found
     assert cove_host.cove("image", "rebase", name).returncode == 1  # running
     # gc while it runs: the image it was created from and the one the file names both stay.
     gc = cove_host.cove("image", "gc", check=True)

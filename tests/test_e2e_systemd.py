@@ -305,7 +305,7 @@ def test_a_guest_powering_off_stays_stopped_and_terminate_kills_at_once(th: Test
     assert state == "inactive\n"
     assert leftovers(th, "quiet") == []
     terminated = th.run(["cove", "terminate", "killed"], timeout=20)
-    assert terminated.stdout == "killed: stopped\n", terminated.stderr
+    assert terminated.stdout == "killed: terminated\n", terminated.stderr
     assert th.run(["systemctl", "is-active", "cove@killed.service"]).stdout == "inactive\n"
     assert leftovers(th, "killed") == []
 

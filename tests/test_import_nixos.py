@@ -88,3 +88,15 @@ def test_network_options_without_private_network_are_left_out_with_a_note() -> N
     )
     assert "host-address" not in table and "local-address" not in table
     assert any("NixOS ignores them without privateNetwork" in n for n in notes)
+
+
+def test_a_name_cove_cannot_take_blames_the_input_and_writes_nothing(tmp_path: Path) -> None:
+    source, out = tmp_path / "nix.json", tmp_path / "cove.toml"
+    source.write_text(json.dumps({"bad_name": {"autoStart": True}}))
+    result = subprocess.run([*COVE, "import-nixos", str(source), "-o", str(out)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cove: {source}: cannot be carried over as it is:\n")
+    assert "containers.bad_name" in result.stderr
+    assert f"hint: fix or rename those containers in {source}" in result.stderr
+    assert not out.exists()

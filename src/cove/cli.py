@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cove import __version__
-from cove.errors import EXIT_FAILED, EXIT_RUN_FAILED, CoveError, NotFound, NotRunning, UsageError
+from cove.errors import (
+    EXIT_FAILED,
+    EXIT_RUN_FAILED,
+    ConfigError,
+    CoveError,
+    NotFound,
+    NotRunning,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from cove.converge import Outcome
@@ -160,7 +168,8 @@ def _stop(ctx: Context, terminate: bool) -> int:
         stopped = runtime.stop(facts, ctx.container_or_leftover(name), terminate=terminate)
         if name not in ctx.config.containers:
             runtime.forget(facts, name)  # its data stays, until `cove destroy`
-        print(f"{name}: {'stopped' if stopped else 'not running'}")
+        done = "terminated" if terminate else "stopped"
+        print(f"{name}: {done if stopped else 'not running'}")
     return 0
 
 
@@ -693,7 +702,8 @@ def cmd_doctor(ctx: Context) -> int:
         print("nothing left behind")
     else:
         for leftover in found:
-            of = f" (of {leftover.name})" if leftover.name else ""
+            named = leftover.name and leftover.name not in leftover.what.split()
+            of = f" (of {leftover.name})" if named else ""
             print(f"{leftover.kind}: {leftover.what}{of}")
         if not ctx.args.fix:
             print("hint: `cove doctor --fix` removes them", file=sys.stderr)
@@ -717,7 +727,15 @@ def cmd_import_nixos(ctx: Context) -> int:
         raise UsageError(f"{path}: {e}", hint="give the output of `nix eval --json "
                          ".#nixosConfigurations.HOST.config.containers`") from None  # fmt: skip
     text = nixos.to_toml(converted, path)
-    parse_config(text.encode(), ctx.args.output or "<converted>")  # what it wrote reads back
+    try:
+        parse_config(text.encode(), "<converted>")  # what it writes must read back
+    except ConfigError as e:
+        # Nothing is written: the problem is in the input, under the same container names.
+        raise UsageError(
+            f"{path}: cannot be carried over as it is:\n{e.message}",
+            hint=f"fix or rename those containers in {path} (a cove name is letters, digits and "
+            "'-', at most 64 characters), then import again",
+        ) from None
     if ctx.args.output:
         from cove.runtimedir import write_atomic
 
@@ -728,8 +746,9 @@ def cmd_import_nixos(ctx: Context) -> int:
     else:
         sys.stdout.write(text)
     notes = sum(len(n) for n in converted.notes.values())
-    print(f"cove: {len(converted.containers)} containers converted, {notes} notes (as comments)",
-          file=sys.stderr)  # fmt: skip
+    count = len(converted.containers)
+    print(f"cove: {count} container{'' if count == 1 else 's'} converted, "
+          f"{notes} note{'' if notes == 1 else 's'} (as comments)", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cove import cgroups, proc, syscalls
-from cove.errors import CoveError
+from cove.errors import CoveError, NotFound
 from cove.model import Container, HostConfig
 from cove.recipes import Recipe, recipe_of
 
@@ -541,7 +541,7 @@ def remove(host: HostConfig, identity: str) -> None:
     check_identity(identity)
     target = store(host) / identity
     if not target.is_dir() or target.is_symlink():
-        raise CoveError(f"no image {identity} in {store(host)}", hint="`cove image list`")
+        raise NotFound(f"no image {identity} in {store(host)}", hint="`cove image list`")
     with _locked(host, identity):
         doomed = store(host) / f".{identity}.rm-{os.getpid()}"
         os.rename(target, doomed)

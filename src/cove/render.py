@@ -286,10 +286,8 @@ def render(c: Container, facts: HostFacts) -> Render:
 
 def render_text(r: Render) -> str:
     """`cove render NAME`: the unit, then the argv one argument per line."""
-    name = r.container.name
     lines = [
-        f"# cove@{name}.service",
-        r.unit.rstrip("\n"),
+        r.unit.rstrip("\n"),  # its first line names it
         "",
         f"# argv ({len(r.argv)}; as the direct backend runs nspawn, the unit's ExecStart= above "
         "is the systemd backend's)",

@@ -14,11 +14,11 @@ names), then changes, then new containers.
   keys of IN_PLACE), on disk for a stopped one (its unit, its record).
 - `create`: declared, never applied (and, when it already runs, what a running container
   needs besides).
+- `start`: an `auto-start` container that is not running.
 
 A running container is compared with what it was started with (every start records that in
 its runtime dir, `cove start` outside any apply too), a stopped one with the record of the
 last apply.
-- `start`: an `auto-start` container that is not running.
 """
 
 from __future__ import annotations

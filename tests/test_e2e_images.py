@@ -154,6 +154,10 @@ def test_a_persistent_container_keeps_its_image_until_rebased_and_gc_spares_used
     started = cove_host.cove("start", name, check=True)
     assert f"{name} keeps image {first.identity} it was created from" in started.stderr
     assert made_from() == "first\n"
+    # Started from the file as it is: a plan restarts nothing (the image it keeps is no
+    # setting; only `cove image rebase` moves it).
+    planned = json.loads(cove_host.cove("plan", "--json", check=True).stdout)["actions"]
+    assert [a["action"] for a in planned if a["name"] == name] == ["create"]
     assert cove_host.cove("image", "rm", first.identity).returncode == 1  # in use
     missing = cove_host.cove("image", "rm", "debian-bookworm-ffffffffffffffff")
     assert missing.returncode == 3, missing.stderr  # not found

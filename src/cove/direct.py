@@ -160,6 +160,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
 
     check_start(r)
     c = r.container
+    settings = settings_of(r)  # as a plan renders it: before the store image is put in
     r = prepare_images(r, facts)
     runtime = RuntimeDir(facts.host, c.name)
     try:
@@ -175,7 +176,7 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
         else:
             _check_cgroup_free(facts, c)
         _claim_images(facts, r, runtime)
-        runtime.write_started(settings_of(r))
+        runtime.write_started(settings)
         log_fd = open_log(log_path(facts, c.name))
     except BaseException:
         with contextlib.suppress(OSError):

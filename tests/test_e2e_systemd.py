@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cove.quickunit import FROM_CARD
 from tests.conftest import CACHE, sleeper
 from tests.guest_units import HANG, NETCHECK, as_toml, wanted
 from tests.images import busybox_tree
@@ -154,6 +156,47 @@ def test_run_passes_exit_code_and_output_and_a_persistent_root_persists(th: Test
     assert th.run(["cove", "run", "cmd", "--", "cat", "/root/file"]).stdout == "kept\n"
     cove(th, "stop", "cmd", check=True)
     assert th.run(["cove", "run", "cmd", "--", "true"]).returncode == 125
+
+
+def test_a_start_from_its_launch_card_and_what_sends_it_the_normal_way(th: TestHost) -> None:
+    declared = """
+        [containers.card]
+        image = "/srv/images/busybox"
+        boot = false
+        command = ["/bin/sh", "-c", "exec sleep 1000"]
+        """
+    declare(th, declared)
+    unit = "/etc/systemd/system/cove@card.service"
+
+    def hooks_from_card() -> int:
+        journal = th.run(["journalctl", "-u", "cove@card", "-o", "cat"]).stdout
+        return journal.count(FROM_CARD)
+
+    cove(th, "start", "card", check=True)  # the normal path: it leaves the card
+    assert hooks_from_card() == 0
+    cove(th, "stop", "card", check=True)
+    started = th.run(["cove", "start", "card"], check=True).stdout
+    assert re.fullmatch(r"card: started \(leader PID \d+\)\n", started), started
+    assert hooks_from_card() == 1
+    assert th.run(["cove", "start", "card"], check=True).stdout.startswith(
+        "card: already running (leader PID "
+    )
+    assert cove(th, "status", "card") == "up\n"
+    assert th.run(["test", "-s", "/run/cove/card/started.json"]).returncode == 0
+    cove(th, "stop", "card", check=True)
+    # A unit changed by hand: the normal path writes it again.
+    th.run(["sh", "-c", f"echo '# by hand' >> {unit}"], check=True)
+    cove(th, "start", "card", check=True)
+    assert "# by hand" not in th.run(["cat", unit]).stdout
+    cove(th, "stop", "card", check=True)
+    # A changed file: the normal path in both, and the new unit.
+    declare(th, declared + "timeout-stop-sec = 7\n")
+    before = hooks_from_card()
+    cove(th, "start", "card", check=True)
+    assert hooks_from_card() == before
+    assert "TimeoutStopSec=7s" in th.run(["cat", unit]).stdout
+    cove(th, "stop", "card", check=True)
+    assert leftovers(th, "card") == []
 
 
 def test_twenty_restarts_in_a_row_all_succeed(th: TestHost) -> None:

@@ -44,6 +44,25 @@ def test_only_a_plain_start_of_one_container_takes_the_card(
     assert quickstart._request(argv) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--config=/x/c.toml", "__hook", "pre-start", "web"], ("/x/c.toml", "web")),
+        (["__hook", "pre-start", "web"], ("/etc/cove/cove.toml", "web")),
+        (["--config=/x/c.toml", "__hook", "post-stop", "web"], None),
+        (["--config=/x/c.toml", "__hook", "pre-start"], None),
+        (["--config=/x/c.toml", "__hook", "pre-start", "--debug"], None),
+        (["--debug", "--config=/x/c.toml", "__hook", "pre-start", "web"], None),
+        (["start", "web"], None),
+    ],
+)
+def test_only_a_units_pre_start_hook_takes_a_unit_card(
+    argv: list[str], expected: tuple[str, str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    assert quickstart._hook_request(argv) == expected
+
+
 def test_what_nspawn_says_on_its_notify_socket() -> None:
     said = b"STATUS=Container running.\nX_NSPAWN_LEADER_PID=4242\nREADY=1\nREADY=0x\n"
     assert quickstart.notice(said) == (4242, True, ["Container running."])

@@ -155,6 +155,10 @@ def cmd_start(ctx: Context) -> int:
                 from cove.supervisor import log_path
 
                 quickstart.remember(ctx.config, r, facts, str(log_path(facts, name)))
+            else:
+                from cove import quickunit
+
+                quickunit.remember(ctx.config, r, facts)
             print(f"{name}: started (leader PID {leader})")
         else:
             print(f"{name}: already running (leader PID {leader})")

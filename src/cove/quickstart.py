@@ -110,7 +110,6 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
     from cove.runtimedir import RuntimeDir
 
     c = r.container
-    path = card_path(config.path, c.name)
     try:
         nspawn = file_stamp(os.stat(r.argv[0]))
         if (
@@ -162,15 +161,21 @@ def remember(config: Config, r: Render, facts: HostFacts, log: str) -> None:
             "ephemeral": c.ephemeral,
             "image": c.image,
         }
-        os.makedirs(CARD_DIR, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps(card))
-        os.replace(tmp, path)
-        _prune(config)
+        write_card(config, c.name, card)
     except (OSError, ValueError):
         forget(config.path, c.name)
+
+
+def write_card(config: Config, name: str, card: dict[str, Any]) -> None:
+    """Atomically, root's only; the cards of containers the file dropped go."""
+    path = card_path(config.path, name)
+    os.makedirs(CARD_DIR, mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(marshal.dumps(card))
+    os.replace(tmp, path)
+    _prune(config)
 
 
 def _prune(config: Config) -> None:
@@ -198,9 +203,9 @@ def forget(config_path: str, name: str) -> None:
 
 
 # -- reading, at `cove start NAME` -------------------------------------------------------------
-def _request(argv: list[str]) -> tuple[str, str] | None:
-    """(config file, name) of `cove start NAME` with at most a `--config FILE` before or after
-    the verb, or None for anything else."""
+def _words(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(config file, the other words) of a command line with at most one `--config FILE`
+    before or after the verb."""
     config, rest, words = None, [], iter(argv)
     for word in words:
         if word == "--config" and config is None:
@@ -211,10 +216,31 @@ def _request(argv: list[str]) -> tuple[str, str] | None:
             config = word.partition("=")[2]
         else:
             rest.append(word)
+    path = config or os.environ.get("COVE_CONFIG") or "/etc/cove/cove.toml"
+    return os.path.abspath(path), rest
+
+
+def _request(argv: list[str]) -> tuple[str, str] | None:
+    """(config file, name) of `cove start NAME` with at most a `--config FILE` before or after
+    the verb, or None for anything else."""
+    words = _words(argv)
+    if words is None:
+        return None
+    config, rest = words
     if len(rest) != 2 or rest[0] != "start" or rest[1].startswith("-"):
         return None
-    path = config or os.environ.get("COVE_CONFIG") or "/etc/cove/cove.toml"
-    return os.path.abspath(path), rest[1]
+    return config, rest[1]
+
+
+def _hook_request(argv: list[str]) -> tuple[str, str] | None:
+    """(config file, name) of a systemd unit's `cove --config=FILE __hook pre-start NAME`."""
+    words = _words(argv)
+    if words is None:
+        return None
+    config, rest = words
+    if len(rest) != 3 or rest[:2] != ["__hook", "pre-start"] or rest[2].startswith("-"):
+        return None
+    return config, rest[2]
 
 
 def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
@@ -232,7 +258,8 @@ def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
             return None
         if card.get("config") != config_path:
             return None
-        if card["auto_backend"] and os.path.isdir(SYSTEMD_RUNNING):
+        # A card is for one backend: with `backend = "auto"`, the one PID 1 gives now.
+        if card["auto_backend"] and os.path.isdir(SYSTEMD_RUNNING) != bool(card.get("unit")):
             return None
         nspawn = file_stamp(os.stat(card["argv"][0]))
         key = (stamp, code_stamp(), nspawn, dir_stamp(card["imperative"]))
@@ -244,15 +271,26 @@ def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
 
 
 def start(argv: list[str]) -> int | None:
-    """`cove start NAME` through its card: the exit code, or None to take the normal path."""
-    request = _request(argv)
-    if request is None or os.geteuid() != 0:
+    """`cove start NAME` (or a unit's pre-start hook) through its card: the exit code, or None
+    to take the normal path."""
+    if os.geteuid() != 0:
+        return None
+    request, hook = _request(argv), False
+    if request is None:
+        request, hook = _hook_request(argv), True
+    if request is None:
         return None
     loaded = _load(*request)
     if loaded is None:
         return None
     card, data = loaded
-    if not all(os.path.exists(p) for p in card["exist"]) or not _host_base_current(card):
+    if card.get("unit"):
+        from cove import quickunit
+
+        return quickunit.pre_start(card) if hook else quickunit.start(card)
+    if hook:
+        return None
+    if not all(os.path.exists(p) for p in card["exist"]) or not host_base_current(card):
         return None
     claimed = _claim(card)
     if claimed is None:
@@ -337,20 +375,7 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
         except FileNotFoundError:
             pass
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        os.makedirs(card["root"], exist_ok=True)
-        if card["base"]:
-            from cove.hostetc import write_container_layer
-
-            write_container_layer(card["base"], card["name"])
-        if card["scratch"]:
-            os.makedirs(card["scratch"], exist_ok=True)
-        else:
-            state = os.path.dirname(card["upper"])  # state-dir/containers/NAME: root's only
-            for d in (os.path.dirname(os.path.dirname(state)), os.path.dirname(state), state):
-                os.makedirs(d, mode=0o700, exist_ok=True)
-            os.chmod(state, 0o700)
-            for d in (card["upper"], card["work"]):
-                os.makedirs(d, mode=0o755, exist_ok=True)
+        make_root_dirs(card)
     except OSError:
         _remove_runtime(card)
         os.close(fd)
@@ -358,7 +383,26 @@ def _claim(card: dict[str, Any]) -> tuple[int, int] | None:
     return fd, log_fd
 
 
-def _host_base_current(card: dict[str, Any]) -> bool:
+def make_root_dirs(card: dict[str, Any]) -> None:
+    """rootfs.prepare() for a card: the directories of the root, and the host image's layer of
+    this container (the host image's generated root is checked by host_base_current)."""
+    os.makedirs(card["root"], exist_ok=True)
+    if card["base"]:
+        from cove.hostetc import write_container_layer
+
+        write_container_layer(card["base"], card["name"])
+    if card["scratch"]:
+        os.makedirs(card["scratch"], exist_ok=True)
+    else:
+        state = os.path.dirname(card["upper"])  # state-dir/containers/NAME: root's only
+        for d in (os.path.dirname(os.path.dirname(state)), os.path.dirname(state), state):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(state, 0o700)
+        for d in (card["upper"], card["work"]):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+
+
+def host_base_current(card: dict[str, Any]) -> bool:
     """The host image's generated root is the one for the host's /etc as it is now (else the
     normal path makes the new one)."""
     if not card["host_base"]:

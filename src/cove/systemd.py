@@ -127,16 +127,21 @@ def start(r: Render, facts: HostFacts) -> tuple[bool, int | None]:
     systemctl("reset-failed", unit_name(c.name), check=False)
     result = proc.run(["systemctl", "start", unit_name(c.name)], check=False)
     if result.returncode != 0:
-        # A failed start is a failure to systemd: Restart= would try again. Nothing may go on
-        # once `cove start` has said it failed.
-        systemctl("stop", unit_name(c.name), check=False)
-        systemctl("reset-failed", unit_name(c.name), check=False)
-        tail = "\n".join("  " + line for line in journal_tail(c.name))
-        raise CoveError(
-            f"{c.name} failed to start: {result.stderr.strip()}\n{tail}",
-            hint=limit_hint(tail) or f"journalctl -u {unit_name(c.name)}",
-        )
+        raise failed_start(c.name, result.stderr)
     return True, _leader(c.name)
+
+
+def failed_start(name: str, said: str) -> CoveError:
+    """Undo a start systemctl reported failed (`said`: its stderr) and say why. A failed start
+    is a failure to systemd: Restart= would try again, and nothing may go on once `cove start`
+    has said it failed."""
+    systemctl("stop", unit_name(name), check=False)
+    systemctl("reset-failed", unit_name(name), check=False)
+    tail = "\n".join("  " + line for line in journal_tail(name))
+    return CoveError(
+        f"{name} failed to start: {said.strip()}\n{tail}",
+        hint=limit_hint(tail) or f"journalctl -u {unit_name(name)}",
+    )
 
 
 def journal_tail(name: str, lines: int = JOURNAL_TAIL) -> list[str]:

@@ -1,0 +1,185 @@
+"""The launch-first path on the systemd backend.
+
+A systemd start runs cove three times: `cove start` (read the file, render, install the unit,
+`systemctl start`), the unit's pre-start hook (read the file again, make the root's
+directories and the network) and its ExecStart (mount the root, exec nspawn). Loading cove and
+reading the file is most of the first two. So, as on the direct backend (quickstart.py), a
+start through the normal path leaves a launch card, here holding what the client and the hook
+need: while the file, cove, nspawn and the installed unit stay as they were, `cove start NAME`
+only asks systemctl, and the hook only makes the root's directories.
+
+Cards are for containers whose hook has nothing else to do: the same containers as on the
+direct backend (no network, `files`, store image or private users). Anything else, or anything
+out of the ordinary (a unit changed by hand, auto-start enabled or disabled by hand, a unit
+starting or stopping, a host /etc changed since its generated root was made), goes the normal
+way. Only the modules the card path itself needs are imported here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cove.quickstart import file_stamp, host_base_current, make_root_dirs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cove.model import Config
+    from cove.render import HostFacts, Render
+
+FROM_CARD = "pre-start: from its launch card"
+
+
+# -- writing, after a start through the normal path --------------------------------------------
+def remember(config: Config, r: Render, facts: HostFacts) -> None:
+    """Write the card of a container whose unit was just started through the normal path (or
+    remove one that no longer applies). Best effort: without a card a start is only slower."""
+    from cove import proc, quickstart, systemd
+    from cove.config import imperative_dir
+    from cove.plan import settings_of
+    from cove.recipes import recipe_of
+    from cove.runtimedir import RuntimeDir
+
+    c = r.container
+    unit = systemd.unit_path(facts, c.name)
+    systemctl, machinectl = proc.find_program("systemctl"), proc.find_program("machinectl")
+    try:
+        if (
+            not config.stamp
+            or c.source != config.path  # an imperative container: its own file decides
+            or not quickstart.eligible(r)
+            or recipe_of(c.image, c.packages, facts.host.mirrors) is not None
+            or systemctl is None
+            or machinectl is None
+        ):
+            quickstart.forget(config.path, c.name)
+            return
+        imperative = imperative_dir(config.host)
+        layout = r.layout
+        card = {
+            "key": (
+                config.stamp,
+                quickstart.code_stamp(),
+                file_stamp(os.stat(r.argv[0])),
+                quickstart.dir_stamp(imperative),
+            ),
+            "imperative": imperative,
+            "config": config.path,
+            "name": c.name,
+            "auto_backend": config.host.backend.value == "auto",
+            "argv": [r.argv[0]],
+            "unit": str(unit),
+            "unit_name": systemd.unit_name(c.name),
+            "unit_stamp": file_stamp(os.stat(unit)),
+            "wants": str(unit.parent / "machines.target.wants" / unit.name),
+            "auto_start": c.auto_start,
+            "systemctl": systemctl,
+            "machinectl": machinectl,
+            "exist": [
+                *r.required_paths,
+                *((c.image, os.path.join(c.image, "usr")) if c.directory_image else ()),
+            ],
+            "runtime": str(RuntimeDir(config.host, c.name).path),
+            "started": settings_of(r),
+            "root": layout.root,
+            "upper": layout.upper,
+            "work": layout.work,
+            "scratch": layout.scratch,
+            "host_base": layout.host_base,
+            "host_key": os.readlink(layout.host_base) if layout.host_base else None,
+            "base": layout.base,
+        }
+        quickstart.write_card(config, c.name, card)
+    except (OSError, ValueError):
+        quickstart.forget(config.path, c.name)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _usable(card: dict[str, Any]) -> bool:
+    """The installed unit is the one the card was made with, and what it needs is there."""
+    try:
+        if file_stamp(os.stat(card["unit"])) != card["unit_stamp"]:
+            return False
+    except OSError:
+        return False
+    return os.path.islink(card["wants"]) == card["auto_start"] and all(
+        os.path.exists(p) for p in card["exist"]
+    )
+
+
+def start(card: dict[str, Any]) -> int | None:
+    """`cove start NAME`: systemctl start of its unit, as systemd.start() would after finding
+    the unit installed and up to date. None: take the normal path."""
+    if not _usable(card):
+        return None
+    systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
+    _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
+    state = state.strip()
+    if state == "active":
+        print(f"{name}: already running (leader PID {_leader(card)})")
+        return 0
+    if state not in ("inactive", "failed"):
+        return None  # starting or stopping: the normal path waits and says so
+    _run([systemctl, "reset-failed", unit])
+    code, _, said = _run([systemctl, "start", unit])
+    if code != 0:
+        from cove.cli import report_error
+        from cove.systemd import failed_start
+
+        return report_error(failed_start(name, said))
+    print(f"{name}: started (leader PID {_leader(card)})")
+    return 0
+
+
+def pre_start(card: dict[str, Any]) -> int | None:
+    """The unit's pre-start hook: the root's directories, and a record of the settings it
+    starts with (RuntimeDir.started_file). None: take the normal path."""
+    if not all(os.path.exists(p) for p in card["exist"]) or not host_base_current(card):
+        return None
+    make_root_dirs(card)
+    import json
+
+    runtime = card["runtime"]
+    os.makedirs(runtime, mode=0o700, exist_ok=True)
+    tmp, path = os.path.join(runtime, ".started.json.tmp"), os.path.join(runtime, "started.json")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(card["started"], sort_keys=True))
+    os.replace(tmp, path)
+    print(FROM_CARD, flush=True)
+    return 0
+
+
+def _leader(card: dict[str, Any]) -> str:
+    _, out, _ = _run([card["machinectl"], "show", card["name"], "--property=Leader", "--value"])
+    return out.strip() if out.strip().isdigit() else "None"
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a short command, without importing subprocess (and with
+    it signal and enum). Its outputs are a few lines: read one after the other."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+        )
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    with os.fdopen(out_r, "rb") as out, os.fdopen(err_r, "rb") as err:
+        stdout, stderr = out.read(), err.read()
+    _, status = os.waitpid(pid, 0)
+    return (
+        os.waitstatus_to_exitcode(status),
+        stdout.decode(errors="replace"),
+        stderr.decode(errors="replace"),
+    )

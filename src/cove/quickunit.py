@@ -114,7 +114,10 @@ def start(card: dict[str, Any]) -> int | None:
     if not _usable(card):
         return None
     systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
-    _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
+    try:
+        _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
+    except OSError:  # systemctl gone from where it was: the normal path finds it or says so
+        return None
     state = state.strip()
     if state == "active":
         print(f"{name}: already running (leader PID {_leader(card)})")
@@ -152,7 +155,11 @@ def pre_start(card: dict[str, Any]) -> int | None:
 
 
 def _leader(card: dict[str, Any]) -> str:
-    _, out, _ = _run([card["machinectl"], "show", card["name"], "--property=Leader", "--value"])
+    try:
+        _, out, _ = _run([card["machinectl"], "show", card["name"], "--property=Leader",
+                          "--value"])  # fmt: skip
+    except OSError:
+        return "None"
     return out.strip() if out.strip().isdigit() else "None"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.quickunit import FROM_CARD
+from cove.quickunit import FROM_CARD, STOPPED_FROM_CARD
 from tests.conftest import CACHE, sleeper
 from tests.guest_units import HANG, NETCHECK, as_toml, wanted
 from tests.images import busybox_tree
@@ -168,9 +168,9 @@ def test_a_start_from_its_launch_card_and_what_sends_it_the_normal_way(th: TestH
     declare(th, declared)
     unit = "/etc/systemd/system/cove@card.service"
 
-    def hooks_from_card() -> int:
+    def hooks_from_card(line: str = FROM_CARD) -> int:
         journal = th.run(["journalctl", "-u", "cove@card", "-o", "cat"]).stdout
-        return journal.count(FROM_CARD)
+        return journal.count(line)
 
     cove(th, "start", "card", check=True)  # the normal path: it leaves the card
     assert hooks_from_card() == 0
@@ -183,7 +183,11 @@ def test_a_start_from_its_launch_card_and_what_sends_it_the_normal_way(th: TestH
     )
     assert cove(th, "status", "card") == "up\n"
     assert th.run(["test", "-s", "/run/cove/card/started.json"]).returncode == 0
-    cove(th, "stop", "card", check=True)
+    stopped = hooks_from_card(STOPPED_FROM_CARD)  # the first stop had the card already
+    assert th.run(["cove", "stop", "card"], check=True).stdout == "card: stopped\n"
+    assert hooks_from_card(STOPPED_FROM_CARD) == stopped + 1
+    assert leftovers(th, "card") == []
+    assert th.run(["cove", "stop", "card"], check=True).stdout == "card: not running\n"
     # A unit changed by hand: the normal path writes it again.
     th.run(["sh", "-c", f"echo '# by hand' >> {unit}"], check=True)
     cove(th, "start", "card", check=True)

@@ -72,6 +72,8 @@ def card_path(config_path: str, name: str) -> str:
 
 
 LAUNCHED_FROM_CARD = "launched from its launch card"
+# What a card serves: `start` on both backends, the others on systemd only (quickunit).
+UNIT_VERBS = (["start"], ["stop"], ["__hook", "pre-start"], ["__hook", "post-stop"])
 
 
 def notice(datagram: bytes) -> tuple[int | None, bool, list[str]]:
@@ -220,27 +222,25 @@ def _words(argv: list[str]) -> tuple[str, list[str]] | None:
     return os.path.abspath(path), rest
 
 
-def _request(argv: list[str]) -> tuple[str, str] | None:
-    """(config file, name) of `cove start NAME` with at most a `--config FILE` before or after
-    the verb, or None for anything else."""
+def _one(argv: list[str], verb: list[str]) -> tuple[str, str] | None:
+    """(config file, name) of `cove VERB NAME` (one name, no other option than one
+    `--config FILE` before or after the verb), or None for anything else."""
     words = _words(argv)
     if words is None:
         return None
     config, rest = words
-    if len(rest) != 2 or rest[0] != "start" or rest[1].startswith("-"):
+    if len(rest) != len(verb) + 1 or rest[:-1] != verb or rest[-1].startswith("-"):
         return None
-    return config, rest[1]
+    return config, rest[-1]
+
+
+def _request(argv: list[str]) -> tuple[str, str] | None:
+    return _one(argv, ["start"])
 
 
 def _hook_request(argv: list[str]) -> tuple[str, str] | None:
-    """(config file, name) of a systemd unit's `cove --config=FILE __hook pre-start NAME`."""
-    words = _words(argv)
-    if words is None:
-        return None
-    config, rest = words
-    if len(rest) != 3 or rest[:2] != ["__hook", "pre-start"] or rest[2].startswith("-"):
-        return None
-    return config, rest[2]
+    """A systemd unit's `cove --config=FILE __hook pre-start NAME`."""
+    return _one(argv, ["__hook", "pre-start"])
 
 
 def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
@@ -275,9 +275,8 @@ def start(argv: list[str]) -> int | None:
     to take the normal path."""
     if os.geteuid() != 0:
         return None
-    request, hook = _request(argv), False
-    if request is None:
-        request, hook = _hook_request(argv), True
+    verb = next((v for v in UNIT_VERBS if _one(argv, v) is not None), None)
+    request = _one(argv, verb) if verb is not None else None
     if request is None:
         return None
     loaded = _load(*request)
@@ -287,8 +286,8 @@ def start(argv: list[str]) -> int | None:
     if card.get("unit"):
         from cove import quickunit
 
-        return quickunit.pre_start(card) if hook else quickunit.start(card)
-    if hook:
+        return quickunit.run(" ".join(verb or ()), card)
+    if verb != ["start"]:
         return None
     if not all(os.path.exists(p) for p in card["exist"]) or not host_base_current(card):
         return None

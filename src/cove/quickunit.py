@@ -6,7 +6,8 @@ directories and the network) and its ExecStart (mount the root, exec nspawn). Lo
 reading the file is most of the first two. So, as on the direct backend (quickstart.py), a
 start through the normal path leaves a launch card, here holding what the client and the hook
 need: while the file, cove, nspawn and the installed unit stay as they were, `cove start NAME`
-only asks systemctl, and the hook only makes the root's directories.
+and `cove stop NAME` only ask systemctl, the pre-start hook only makes the root's directories
+and the post-stop hook only removes the runtime dir and machined's registration.
 
 Cards are for containers whose hook has nothing else to do: the same containers as on the
 direct backend (no network, `files`, store image or private users). Anything else, or anything
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from cove.render import HostFacts, Render
 
 FROM_CARD = "pre-start: from its launch card"
+STOPPED_FROM_CARD = "post-stop: from its launch card"
+NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
 
 
 # -- writing, after a start through the normal path --------------------------------------------
@@ -44,6 +47,7 @@ def remember(config: Config, r: Render, facts: HostFacts) -> None:
     c = r.container
     unit = systemd.unit_path(facts, c.name)
     systemctl, machinectl = proc.find_program("systemctl"), proc.find_program("machinectl")
+    busctl = proc.find_program("busctl")
     try:
         if (
             not config.stamp
@@ -52,6 +56,7 @@ def remember(config: Config, r: Render, facts: HostFacts) -> None:
             or recipe_of(c.image, c.packages, facts.host.mirrors) is not None
             or systemctl is None
             or machinectl is None
+            or busctl is None
         ):
             quickstart.forget(config.path, c.name)
             return
@@ -76,6 +81,7 @@ def remember(config: Config, r: Render, facts: HostFacts) -> None:
             "auto_start": c.auto_start,
             "systemctl": systemctl,
             "machinectl": machinectl,
+            "busctl": busctl,
             "exist": [
                 *r.required_paths,
                 *((c.image, os.path.join(c.image, "usr")) if c.directory_image else ()),
@@ -108,6 +114,16 @@ def _usable(card: dict[str, Any]) -> bool:
     )
 
 
+def run(verb: str, card: dict[str, Any]) -> int | None:
+    """`verb` ("start", "stop", "__hook pre-start", "__hook post-stop") through the card: the
+    exit code, or None to take the normal path."""
+    if verb == "__hook pre-start":
+        return pre_start(card)
+    if verb == "__hook post-stop":
+        return post_stop(card)
+    return start(card) if verb == "start" else stop(card)
+
+
 def start(card: dict[str, Any]) -> int | None:
     """`cove start NAME`: systemctl start of its unit, as systemd.start() would after finding
     the unit installed and up to date. None: take the normal path."""
@@ -132,6 +148,51 @@ def start(card: dict[str, Any]) -> int | None:
 
         return report_error(failed_start(name, said))
     print(f"{name}: started (leader PID {_leader(card)})")
+    return 0
+
+
+def stop(card: dict[str, Any]) -> int | None:
+    """`cove stop NAME`: systemctl stop of its unit, as systemd.stop() would."""
+    if not _usable(card):
+        return None
+    systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
+    try:
+        _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
+    except OSError:
+        return None
+    state = state.strip()
+    if state not in ("active", "inactive", "failed"):
+        return None
+    if state == "active":
+        code, _, said = _run([systemctl, "stop", unit])
+        if code != 0:
+            from cove.cli import report_error
+            from cove.errors import CoveError
+
+            return report_error(CoveError(f"systemctl stop {unit} failed: {said.strip()}"))
+    _run([systemctl, "reset-failed", unit])
+    print(f"{name}: {'stopped' if state == 'active' else 'not running'}")
+    return 0
+
+
+def post_stop(card: dict[str, Any]) -> int | None:
+    """The unit's post-stop hook, as systemd.post_stop() does it for a container without a
+    network or shifted users: nspawn's leftovers, the runtime dir, machined's registration."""
+    runtime = card["runtime"]
+    if any(os.path.lexists(os.path.join(runtime, f)) for f in ("net.json", "uid-range")):
+        return None  # made by a start this card does not describe
+    import contextlib
+    from pathlib import Path
+
+    from cove.trees import remove_tree
+
+    with contextlib.suppress(OSError):  # nspawn's, left after a kill; rmdir: if empty only
+        os.rmdir(os.path.join(NSPAWN_PROPAGATE, card["name"]))
+    remove_tree(Path(runtime))
+    # A killed nspawn never unregistered its machine; no-op when it did (systemd.unregister).
+    _run([card["busctl"], "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
+          "org.freedesktop.machine1.Manager", "UnregisterMachine", "s", card["name"]])  # fmt: skip
+    print(STOPPED_FROM_CARD, flush=True)
     return 0
 
 

@@ -119,6 +119,10 @@ def test_a_create_that_would_break_the_file_leaves_nothing(
     pool = cove_host.root / "state" / "addresses.json"
     assert not pool.exists() or name not in json.loads(pool.read_text())  # no pair kept
     assert cove_host.cove("create", "Bad_Name").returncode == 2
+    missing = cove_host.cove("create", name, "--image", "/nonexistent/root")
+    assert missing.returncode == 2, missing.stderr
+    assert "--image /nonexistent/root: no such file or directory" in missing.stderr
+    assert not imperative_file(cove_host, name).exists()
 
 
 def test_list_shows_orphans_left_by_a_dropped_persistent_container(

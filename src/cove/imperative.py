@@ -99,6 +99,11 @@ def write(config: Config, request: Request) -> str:
         raise UsageError("give both --host-address and --local-address, or neither")
     for spec in request.ports:
         forward(spec)  # a bad one stops everything before a name or pair is taken
+    if request.image and request.image.startswith("/") and not os.path.exists(request.image):
+        raise UsageError(
+            f"cannot create {request.name}: --image {request.image}: no such file or directory",
+            hint='give a root directory, a root file system archive, "host" or a recipe',
+        )
     with _creating(config):
         name = _choose(config, request)
         addresses: tuple[str, str] | None = None

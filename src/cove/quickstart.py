@@ -1,4 +1,5 @@
-"""The launch-first path of `cove start` on the direct backend.
+"""The launch-first path of `cove start` on the direct backend (and the door to quickunit, its
+systemd counterpart).
 
 nspawn needs about 50 ms to start a command container; loading cove, reading and checking the
 file and rendering cost more than that. So each start through the normal path leaves a *launch
@@ -73,7 +74,11 @@ def card_path(config_path: str, name: str) -> str:
 
 LAUNCHED_FROM_CARD = "launched from its launch card"
 # What a card serves: `start` on both backends, the others on systemd only (quickunit).
-UNIT_VERBS = (["start"], ["stop"], ["__hook", "pre-start"], ["__hook", "post-stop"])
+CARD_VERBS = ("start", "stop", "__hook pre-start", "__hook post-stop")
+# In a container's runtime dir: the settings it was started with (RuntimeDir.started_file).
+STARTED_FILE = "started.json"
+# nspawn's per-machine propagation dirs: left after a kill (runtimedir.remove_nspawn_leftovers)
+NSPAWN_PROPAGATE_DIR = "/run/systemd/nspawn/propagate"
 
 
 def notice(datagram: bytes) -> tuple[int | None, bool, list[str]]:
@@ -222,25 +227,29 @@ def _words(argv: list[str]) -> tuple[str, list[str]] | None:
     return os.path.abspath(path), rest
 
 
-def _one(argv: list[str], verb: list[str]) -> tuple[str, str] | None:
-    """(config file, name) of `cove VERB NAME` (one name, no other option than one
-    `--config FILE` before or after the verb), or None for anything else."""
+def _match(argv: list[str]) -> tuple[str, str, str] | None:
+    """(verb, config file, name) of `cove VERB NAME` for a verb of CARD_VERBS (one name, no
+    other option than one `--config FILE` before or after the verb), or None."""
     words = _words(argv)
     if words is None:
         return None
     config, rest = words
-    if len(rest) != len(verb) + 1 or rest[:-1] != verb or rest[-1].startswith("-"):
+    if len(rest) < 2 or rest[-1].startswith("-"):
         return None
-    return config, rest[-1]
+    verb = " ".join(rest[:-1])
+    return (verb, config, rest[-1]) if verb in CARD_VERBS else None
 
 
 def _request(argv: list[str]) -> tuple[str, str] | None:
-    return _one(argv, ["start"])
+    """(config file, name) of `cove start NAME`."""
+    matched = _match(argv)
+    return matched[1:] if matched is not None and matched[0] == "start" else None
 
 
 def _hook_request(argv: list[str]) -> tuple[str, str] | None:
-    """A systemd unit's `cove --config=FILE __hook pre-start NAME`."""
-    return _one(argv, ["__hook", "pre-start"])
+    """(config file, name) of a systemd unit's `cove --config=FILE __hook pre-start NAME`."""
+    matched = _match(argv)
+    return matched[1:] if matched is not None and matched[0] == "__hook pre-start" else None
 
 
 def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
@@ -271,23 +280,23 @@ def _load(config_path: str, name: str) -> tuple[dict[str, Any], bytes] | None:
 
 
 def start(argv: list[str]) -> int | None:
-    """`cove start NAME` (or a unit's pre-start hook) through its card: the exit code, or None
-    to take the normal path."""
+    """A command of CARD_VERBS through its card: the exit code, or None to take the normal
+    path. On the direct backend only `cove start NAME`; the systemd verbs are quickunit's."""
     if os.geteuid() != 0:
         return None
-    verb = next((v for v in UNIT_VERBS if _one(argv, v) is not None), None)
-    request = _one(argv, verb) if verb is not None else None
-    if request is None:
+    matched = _match(argv)
+    if matched is None:
         return None
-    loaded = _load(*request)
+    verb, config_path, name = matched
+    loaded = _load(config_path, name)
     if loaded is None:
         return None
     card, data = loaded
     if card.get("unit"):
         from cove import quickunit
 
-        return quickunit.run(" ".join(verb or ()), card)
-    if verb != ["start"]:
+        return quickunit.run(verb, card)
+    if verb != "start":
         return None
     if not all(os.path.exists(p) for p in card["exist"]) or not host_base_current(card):
         return None

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import os
 
-from cove.quickstart import file_stamp, host_base_current, make_root_dirs
+from cove.quickstart import (
+    NSPAWN_PROPAGATE_DIR,
+    STARTED_FILE,
+    file_stamp,
+    host_base_current,
+    make_root_dirs,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +37,9 @@ if TYPE_CHECKING:
 
 FROM_CARD = "pre-start: from its launch card"
 STOPPED_FROM_CARD = "post-stop: from its launch card"
-NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
+# busctl arguments that drop a machine's registration, then its name (systemd.unregister)
+UNREGISTER = ("call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
+              "org.freedesktop.machine1.Manager", "UnregisterMachine", "s")  # fmt: skip
 
 
 # -- writing, after a start through the normal path --------------------------------------------
@@ -115,26 +123,33 @@ def _usable(card: dict[str, Any]) -> bool:
 
 
 def run(verb: str, card: dict[str, Any]) -> int | None:
-    """`verb` ("start", "stop", "__hook pre-start", "__hook post-stop") through the card: the
-    exit code, or None to take the normal path."""
-    if verb == "__hook pre-start":
-        return pre_start(card)
-    if verb == "__hook post-stop":
-        return post_stop(card)
-    return start(card) if verb == "start" else stop(card)
+    """`verb` (one of quickstart.CARD_VERBS) through the card: the exit code, or None to take
+    the normal path."""
+    steps = {"start": start, "stop": stop, "__hook pre-start": pre_start,
+             "__hook post-stop": post_stop}  # fmt: skip
+    return steps[verb](card)
+
+
+def _unit_state(card: dict[str, Any]) -> str | None:
+    """The unit's ActiveState, or None when the card does not hold (then the normal path
+    runs): the unit changed, something it needs is gone, systemctl is not where it was."""
+    if not _usable(card):
+        return None
+    try:
+        _, state, _ = _run([card["systemctl"], "show", "--property=ActiveState", "--value",
+                            card["unit_name"]])  # fmt: skip
+    except OSError:
+        return None
+    return state.strip()
 
 
 def start(card: dict[str, Any]) -> int | None:
     """`cove start NAME`: systemctl start of its unit, as systemd.start() would after finding
     the unit installed and up to date. None: take the normal path."""
-    if not _usable(card):
+    state = _unit_state(card)
+    if state is None:
         return None
     systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
-    try:
-        _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
-    except OSError:  # systemctl gone from where it was: the normal path finds it or says so
-        return None
-    state = state.strip()
     if state == "active":
         print(f"{name}: already running (leader PID {_leader(card)})")
         return 0
@@ -153,16 +168,10 @@ def start(card: dict[str, Any]) -> int | None:
 
 def stop(card: dict[str, Any]) -> int | None:
     """`cove stop NAME`: systemctl stop of its unit, as systemd.stop() would."""
-    if not _usable(card):
-        return None
-    systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
-    try:
-        _, state, _ = _run([systemctl, "show", "--property=ActiveState", "--value", unit])
-    except OSError:
-        return None
-    state = state.strip()
+    state = _unit_state(card)
     if state not in ("active", "inactive", "failed"):
-        return None
+        return None  # no card, or starting or stopping: the normal path
+    systemctl, unit, name = card["systemctl"], card["unit_name"], card["name"]
     if state == "active":
         code, _, said = _run([systemctl, "stop", unit])
         if code != 0:
@@ -187,11 +196,10 @@ def post_stop(card: dict[str, Any]) -> int | None:
     from cove.trees import remove_tree
 
     with contextlib.suppress(OSError):  # nspawn's, left after a kill; rmdir: if empty only
-        os.rmdir(os.path.join(NSPAWN_PROPAGATE, card["name"]))
+        os.rmdir(os.path.join(NSPAWN_PROPAGATE_DIR, card["name"]))
     remove_tree(Path(runtime))
     # A killed nspawn never unregistered its machine; no-op when it did (systemd.unregister).
-    _run([card["busctl"], "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
-          "org.freedesktop.machine1.Manager", "UnregisterMachine", "s", card["name"]])  # fmt: skip
+    _run([card["busctl"], *UNREGISTER, card["name"]])
     print(STOPPED_FROM_CARD, flush=True)
     return 0
 
@@ -206,7 +214,8 @@ def pre_start(card: dict[str, Any]) -> int | None:
 
     runtime = card["runtime"]
     os.makedirs(runtime, mode=0o700, exist_ok=True)
-    tmp, path = os.path.join(runtime, ".started.json.tmp"), os.path.join(runtime, "started.json")
+    path = os.path.join(runtime, STARTED_FILE)
+    tmp = os.path.join(runtime, f".{STARTED_FILE}.tmp")  # as RuntimeDir.write_started writes it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(card["started"], sort_keys=True))

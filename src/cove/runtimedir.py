@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.model import HostConfig
+from cove.quickstart import NSPAWN_PROPAGATE_DIR, STARTED_FILE
 
 
 class Liveness(StrEnum):
@@ -60,7 +61,7 @@ class RuntimeDir:
     def started_file(self) -> Path:
         """The settings the running instance was started with (plan.settings_of), so that a
         plan compares the file with what runs, however it was started."""
-        return self.path / "started.json"
+        return self.path / STARTED_FILE
 
     def write_started(self, settings: dict[str, Any]) -> None:
         write_atomic(self.started_file, json.dumps(settings, sort_keys=True))
@@ -119,7 +120,7 @@ class RuntimeDir:
         write_atomic(self.status_file, json.dumps(status, sort_keys=True) + "\n")
 
 
-NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
+NSPAWN_PROPAGATE = Path(NSPAWN_PROPAGATE_DIR)
 
 
 def remove_nspawn_leftovers(name: str, runtime: Path) -> None:

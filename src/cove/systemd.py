@@ -238,9 +238,9 @@ def unregister(name: str) -> None:
     """An nspawn that was killed never unregistered its machine, and machined forgets it
     only once it notices the unit's cgroup empty: later than Restart= starts it again
     ("Machine ... already exists"). Drop the registration here; no-op when it is gone."""
-    proc.run(["busctl", "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
-              "org.freedesktop.machine1.Manager", "UnregisterMachine", "s", name],
-             check=False)  # fmt: skip
+    from cove.quickunit import UNREGISTER
+
+    proc.run(["busctl", *UNREGISTER, name], check=False)
 
 
 def forget(facts: HostFacts, name: str) -> list[str]:
